@@ -1,0 +1,34 @@
+"""nadam: Numba-accelerated first-order optimisers with a scipy-style ``minimize``."""
+
+from . import kernels, rules
+from .optimizers import (
+    SGD,
+    Adadelta,
+    Adagrad,
+    Adam,
+    Adamax,
+    AdamW,
+    NAdam,
+    NonFiniteGradientError,
+    Optimizer,
+    RAdam,
+    RMSprop,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SGD",
+    "Adadelta",
+    "Adagrad",
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "NAdam",
+    "NonFiniteGradientError",
+    "Optimizer",
+    "RAdam",
+    "RMSprop",
+    "kernels",
+    "rules",
+]

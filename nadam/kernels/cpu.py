@@ -1,0 +1,105 @@
+"""CPU kernels: each rule of :mod:`nadam.rules` compiled as a serial and a
+``prange`` loop.
+
+A kernel has the signature ``kernel(p, g, s, h)``: it updates the flat
+parameters ``p`` and the ``(k, n)`` state ``s`` in place from the gradient ``g``
+and the per-step coefficients ``h`` (all of the parameters' dtype), and returns
+None.  A *stepper* ``step(p, g, s, hp, t, aux, h)`` first fills ``h`` from the
+float64 hyperparameters ``hp`` and the step count ``t``, then runs the kernel:
+one compiled call per optimisation step.
+
+Serial and parallel kernels run the same element function with the same
+floating-point operations in the same order (no reductions, no fastmath), so
+they agree bit for bit.
+"""
+
+from __future__ import annotations
+
+import types
+from functools import cache
+
+import numba
+
+from ..rules import SOURCE_HASH, Rule
+
+__all__ = ["PARALLEL_THRESHOLD", "all_finite", "choose_parallel", "kernel", "stepper"]
+
+# Below this many elements the serial loop beats the threaded one: measured
+# with ``python benchmarks/crossover.py`` (thread wake-up costs ~10 µs).
+PARALLEL_THRESHOLD = 2**16
+
+_JIT = dict(error_model="numpy", cache=True, nogil=True)
+
+
+# The two templates below are never called directly.  ``_specialise`` copies
+# their code into a new function whose globals name the rule, its options and
+# the loop kind; numba treats those globals as compile-time constants.
+def _kernel_template(p, g, s, h):
+    for i in _range(p.shape[0]):  # noqa: F821 (bound by _specialise)
+        _update(p, g, s, h, i, _OPTS)  # noqa: F821
+
+
+def _stepper_template(p, g, s, hp, t, aux, h):
+    _coefficients(hp, t, aux, h)  # noqa: F821
+    _kernel(p, g, s, h)  # noqa: F821
+
+
+def _specialise(template, name: str, bindings: dict, parallel: bool):
+    fn = types.FunctionType(template.__code__, {**globals(), **bindings}, name)
+    # numba names cache files after the qualified name: one per variant, and one
+    # per version of the rules' source, so a cached kernel is never stale.
+    fn.__qualname__ = f"{name}_{SOURCE_HASH}"
+    return numba.njit(parallel=parallel, **_JIT)(fn)
+
+
+def _variant_name(rule: Rule, opts: tuple, parallel: bool) -> str:
+    flags = "".join(f"_{n}" for n, on in zip(rule.option_names, opts) if on)
+    return f"{rule.name}{flags}_{'parallel' if parallel else 'serial'}"
+
+
+@cache
+def kernel(rule: Rule, opts: tuple = (), parallel: bool = False):
+    """The compiled in-place kernel ``kernel(p, g, s, h) -> None`` of a rule.
+
+    Parameters
+    ----------
+    rule : Rule
+        From :data:`nadam.rules.RULES`.
+    opts : tuple of bool
+        The rule's compile-time options, in ``rule.option_names`` order.
+    parallel : bool
+        ``prange`` over elements (all cores) instead of a serial loop.
+    """
+    bindings = {
+        "_update": numba.njit(inline="always")(rule.update),
+        "_range": numba.prange if parallel else range,
+        "_OPTS": tuple(bool(o) for o in opts),
+    }
+    return _specialise(_kernel_template, _variant_name(rule, opts, parallel), bindings, parallel)
+
+
+@cache
+def stepper(rule: Rule, opts: tuple = (), parallel: bool = False):
+    """The compiled ``step(p, g, s, hp, t, aux, h) -> None`` of a rule: coefficients,
+    then the kernel, in one call."""
+    bindings = {"_coefficients": rule.coefficients, "_kernel": kernel(rule, opts, parallel)}
+    name = "step_" + _variant_name(rule, opts, parallel)
+    return _specialise(_stepper_template, name, bindings, False)
+
+
+# Reassociation only: lets the sum vectorise, and any order of adding zeros
+# and NaNs gives the same verdict.  (No "nnan"/"ninf": they would fold it away.)
+@numba.njit(fastmath={"reassoc"}, **_JIT)
+def all_finite(x):
+    """True if every element of the 1-D array ``x`` is finite (one pass, no copy)."""
+    if x.shape[0] == 0:
+        return True
+    acc = x[0] - x[0]
+    for i in range(1, x.shape[0]):
+        acc += x[i] - x[i]  # 0 for a finite value, NaN for inf or NaN
+    return acc == acc
+
+
+def choose_parallel(n: int) -> bool:
+    """Whether an ``n``-element update should use the threaded kernel."""
+    return n >= PARALLEL_THRESHOLD and numba.get_num_threads() > 1
