@@ -1,6 +1,7 @@
 """nadam: Numba-accelerated first-order optimisers with a scipy-style ``minimize``."""
 
-from . import kernels, rules
+from . import kernels, methods, rules, schedules
+from .minimize import minimize
 from .optimizers import (
     SGD,
     Adadelta,
@@ -14,6 +15,7 @@ from .optimizers import (
     RAdam,
     RMSprop,
 )
+from .plot import plot_history
 
 __version__ = "0.1.0"
 
@@ -30,5 +32,9 @@ __all__ = [
     "RAdam",
     "RMSprop",
     "kernels",
+    "methods",
+    "minimize",
+    "plot_history",
     "rules",
+    "schedules",
 ]

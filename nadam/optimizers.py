@@ -17,6 +17,7 @@ continues bit for bit.
 from __future__ import annotations
 
 import math
+import pickle
 import warnings
 from collections.abc import Callable
 from typing import Any, Literal
@@ -24,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 
 from . import rules
-from .kernels import cpu
+from .kernels import cpu, cuda
 from .rules import Rule
 
 __all__ = [
@@ -77,16 +78,20 @@ class Optimizer:
 
     Parameters
     ----------
-    params : numpy.ndarray
+    params : numpy.ndarray or CUDA array
         C-contiguous, writable float32 or float64 array of any shape, updated in
         place.  The optimizer's state has the same dtype; all arithmetic is done
-        in it.
+        in it.  A CUDA device array (numba, CuPy, a torch CUDA tensor: anything
+        with ``__cuda_array_interface__``; needs ``nadam[cuda]``) is updated on
+        the device by one fused kernel per step, with the state kept there too.
     nonfinite : {"raise", "skip", "ignore"}
         What :meth:`step` does with a gradient holding a NaN or an infinity.
         ``"raise"`` (default) raises :class:`NonFiniteGradientError` and leaves
         the parameters and the state untouched; ``"skip"`` warns and skips the
         step (the step count does not advance); ``"ignore"`` skips the check (one
-        read of the gradient less per step) and lets the values propagate.
+        read of the gradient less per step) and lets the values propagate.  On a
+        CUDA device the check also waits for the device once per step (its
+        verdict comes back to the host); ``"ignore"`` lets steps queue up.
     **hyper
         The rule's hyperparameters (see each subclass).
 
@@ -99,10 +104,12 @@ class Optimizer:
     rule: Rule
 
     def __init__(self, params: np.ndarray, *, nonfinite: NonFinite = "raise", **hyper: Any):
-        self._p = check_params(params)
-        self._flat = params.reshape(-1)
-        if nonfinite not in _NONFINITE:
-            raise ValueError(f"nonfinite must be one of {_NONFINITE}, got {nonfinite!r}")
+        # CUDA arrays get a Device (nadam.kernels.cuda), which keeps the state on
+        # the device; everything else must be a NumPy array, as before.
+        device = cuda.Device(params) if cuda.is_device_array(params) else None
+        self._device = device
+        self._p = params if device else check_params(params)
+        self._flat = device.params if device else params.reshape(-1)
         self.nonfinite = nonfinite
         rule = self.rule
         values = {**rule.defaults, **rule.validate(hyper)}
@@ -111,27 +118,34 @@ class Optimizer:
         rule.pack(values, self._hp)
         self._opts = rule.options(values)
         self._slots = rule.slots(self._opts)
-        dtype = params.dtype
-        self._state = rule.initial_state(values, self._opts, self._flat.size, dtype)
+        dtype = self._flat.dtype
+        state = rule.initial_state(values, self._opts, self._flat.size, dtype)
         self._aux = np.array(rule.aux_init, dtype=np.float64)
         self._h = np.zeros(rule.n_coefficients, dtype=dtype)
         self.t = 0
-        self._step = cpu.stepper(rule, self._opts, cpu.choose_parallel(self._flat.size))
+        if device:
+            self._state = device.to_device(state)
+            self._step = device.stepper(rule, self._opts)
+            self._all_finite = device.all_finite
+        else:
+            self._state = state
+            self._step = cpu.stepper(rule, self._opts, cpu.choose_parallel(self._flat.size))
+            self._all_finite = cpu.all_finite
 
-    # -- hyperparameters as attributes ------------------------------------------------
-    def __getattr__(self, name: str) -> Any:
-        values = self.__dict__.get("_values")
-        if values is not None and name in values:
-            return values[name]
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Each public hyperparameter becomes a validated attribute: ``opt.lr = 0.01``
+        # is checked at once and takes effect at the next step.
+        super().__init_subclass__(**kwargs)
+        for spec in cls.rule.hyper:
+            if not spec.fixed and spec.name not in cls.__dict__:
+                setattr(cls, spec.name, property(
+                    lambda self, name=spec.name: self._values[name],
+                    lambda self, value, name=spec.name: self._set_hyper(name, value),
+                    doc=f"Hyperparameter ``{spec.name}`` (validated on assignment).",
+                ))
 
-    def __setattr__(self, name: str, value: Any) -> None:
-        values = self.__dict__.get("_values")
-        if values is None or name not in values:
-            object.__setattr__(self, name, value)
-            return
-        checked = self.rule.validate({name: value})
-        new = {**values, **checked}
+    def _set_hyper(self, name: str, value: Any) -> None:
+        new = {**self._values, **self.rule.validate({name: value}, base=self._values)}
         if self.rule.options(new) != self._opts:
             raise ValueError(
                 f"changing {name} to {value!r} would change the state layout "
@@ -141,14 +155,26 @@ class Optimizer:
         self._values = new
 
     @property
+    def nonfinite(self) -> NonFinite:
+        """What :meth:`step` does with a non-finite gradient: "raise", "skip" or "ignore"."""
+        return self._nonfinite
+
+    @nonfinite.setter
+    def nonfinite(self, value: NonFinite) -> None:
+        if value not in _NONFINITE:
+            raise ValueError(f"nonfinite must be one of {_NONFINITE}, got {value!r}")
+        self._nonfinite = value
+
+    @property
     def params(self) -> np.ndarray:
         """The array being optimised (the one passed in, updated in place)."""
         return self._p
 
     @property
     def state(self) -> dict[str, np.ndarray]:
-        """The state slots by torch's names, as views (not copies) of the state."""
-        return dict(zip(self._slots, self._state))
+        """The state slots by torch's names, as views (not copies) of the state
+        (device arrays when the parameters are on a CUDA device)."""
+        return {name: self._state[k] for k, name in enumerate(self._slots)}
 
     def current_lr(self, t: int | None = None) -> float:
         """The learning rate at step ``t`` (default: the next step)."""
@@ -167,16 +193,18 @@ class Optimizer:
 
         Parameters
         ----------
-        grad : numpy.ndarray
-            Same shape and dtype as the parameters.
+        grad : numpy.ndarray or CUDA array
+            Same shape and dtype as the parameters, and on the same side: a
+            device array (any ``__cuda_array_interface__`` object) for
+            parameters on a CUDA device.
 
         Returns
         -------
         None
         """
         g = self._check_grad(grad)
-        if self.nonfinite != "ignore" and not cpu.all_finite(g):
-            if self.nonfinite == "raise":
+        if self._nonfinite != "ignore" and not self._all_finite(g):
+            if self._nonfinite == "raise":
                 raise NonFiniteGradientError(
                     f"gradient holds NaN or inf at step {self.t + 1}; "
                     "parameters and state were left unchanged"
@@ -193,6 +221,8 @@ class Optimizer:
         self._step(self._flat, g, self._state, self._hp, self.t, self._aux, self._h)
 
     def _check_grad(self, grad: Any) -> np.ndarray:
+        if self._device:
+            return self._device.grad(grad)
         if not isinstance(grad, np.ndarray):
             raise TypeError(
                 f"grad must be a NumPy array of dtype {self._p.dtype}, got {type(grad).__name__}"
@@ -210,16 +240,31 @@ class Optimizer:
 
     # -- checkpoints -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        """A picklable snapshot: step count, hyperparameters, state arrays (copies)."""
+        """A picklable snapshot: step count, hyperparameters, state arrays (host
+        NumPy copies, also for parameters on a CUDA device)."""
+        state = self._device.to_host(self._state) if self._device else self._state
         return {
             "rule": self.rule.name,
             "t": self.t,
-            "hyper": dict(self._values),
-            "state": {name: row.copy() for name, row in zip(self._slots, self._state)},
+            "hyper": self._saved_hyper(),
+            "state": {name: row.copy() for name, row in zip(self._slots, state, strict=True)},
             "aux": self._aux.copy(),
-            "dtype": self._p.dtype.name,
+            "dtype": self._flat.dtype.name,
             "size": self._flat.size,
         }
+
+    def _saved_hyper(self) -> dict[str, Any]:
+        # Fixed hyperparameters are not arguments.  An lr schedule that cannot be
+        # pickled (a lambda, a closure) is left out, as torch's LambdaLR leaves out
+        # its functions: load_state_dict then keeps the optimizer's own schedule.
+        fixed = {spec.name for spec in self.rule.hyper if spec.fixed}
+        saved = {k: v for k, v in self._values.items() if k not in fixed}
+        if callable(saved["lr"]):
+            try:
+                pickle.dumps(saved["lr"])
+            except (pickle.PicklingError, AttributeError, TypeError):
+                del saved["lr"]
+        return saved
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a snapshot from :meth:`state_dict`; the next step continues exactly.
@@ -233,21 +278,27 @@ class Optimizer:
             hyper, state, aux, t = sd["hyper"], sd["state"], sd["aux"], sd["t"]
         except (KeyError, TypeError) as exc:
             raise ValueError(f"state_dict is not an optimizer state_dict: missing {exc}") from None
-        mine = (self.rule.name, self._flat.size, self._p.dtype.name)
+        mine = (self.rule.name, self._flat.size, self._flat.dtype.name)
         if (rule, size, dtype) != mine:
             raise ValueError(
                 f"state_dict is for rule={rule!r}, size={size}, dtype={dtype}; "
                 f"this optimizer has rule={mine[0]!r}, size={mine[1]}, dtype={mine[2]}"
             )
-        values = {**self.rule.defaults, **self.rule.validate(hyper)}
+        values = {**self._values, **self.rule.validate(hyper)}
         opts = self.rule.options(values)
         if opts != self._opts or tuple(state) != self._slots:
             raise ValueError(
                 f"state_dict has state {tuple(state)} but this optimizer has {self._slots}; "
                 f"construct it with the same {', '.join(self.rule.option_names)}"
             )
-        for row, name in zip(self._state, self._slots):
-            row[...] = state[name]
+        if self._device:
+            host = np.empty((len(self._slots), self._flat.size), self._flat.dtype)
+            for row, name in zip(host, self._slots, strict=True):
+                row[...] = state[name]
+            self._device.copy_in(self._state, host)
+        else:
+            for row, name in zip(self._state, self._slots, strict=True):
+                row[...] = state[name]
         self._values = values
         self.rule.pack(values, self._hp)
         self._aux[...] = aux
@@ -255,7 +306,8 @@ class Optimizer:
 
     def __repr__(self) -> str:
         hyper = ", ".join(f"{k}={v!r}" for k, v in self._values.items())
-        return f"{type(self).__name__}(<{self._p.dtype} array of {self._flat.size}>, {hyper})"
+        kind = f"{self._flat.dtype}{' device' if self._device else ''} array"
+        return f"{type(self).__name__}(<{kind} of {self._flat.size}>, {hyper})"
 
 
 class SGD(Optimizer):

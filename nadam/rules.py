@@ -144,16 +144,29 @@ def _common_coefficients(hp, h):
 # The rules.  Each update is a plain function; see the module docstring.
 # ---------------------------------------------------------------------------
 
+# Compile-time switches, read by every update (numba freezes globals into the
+# compiled code).  As written here they are False: the update applies the shared
+# options through h[0:3] on every element, which is what CUDA and any other
+# compiler of the plain functions get.  nadam.kernels.cpu also compiles copies
+# with them True and runs those when this step's h makes the options identities:
+# RAW_GRAD when h[0] = 1 and h[1] = 0 (the direction is g as is), RAW_PARAM when
+# also h[2] = 1 (p as is).  Same numbers (as torch, which skips the operations
+# too), a multiply-add or two fewer per element: a memory-bound loop keeps more
+# cache misses in flight the shorter its body is (benchmarks/README.md).
+RAW_GRAD = False
+RAW_PARAM = False
+
+
 
 def sgd_update(p, g, s, h, i, opts):
     momentum, nesterov = opts
-    d = h[0] * g[i] + h[1] * p[i]
+    d = g[i] if RAW_GRAD else h[0] * g[i] + h[1] * p[i]
     if momentum:
         # h[4], h[5] are (0, 1) on the first step so that b = g exactly, as torch.
         b = h[4] * s[0, i] + h[5] * d
         s[0, i] = b
         d = d + h[6] * b if nesterov else b
-    p[i] = h[2] * p[i] - h[3] * d
+    p[i] = (p[i] if RAW_PARAM else h[2] * p[i]) - h[3] * d
 
 
 @njit(cache=True)
@@ -168,7 +181,7 @@ def sgd_coefficients(hp, t, aux, h):
 
 def rmsprop_update(p, g, s, h, i, opts):
     centered, momentum = opts
-    d = h[0] * g[i] + h[1] * p[i]
+    d = g[i] if RAW_GRAD else h[0] * g[i] + h[1] * p[i]
     v = h[3] * s[0, i] + h[4] * (d * d)
     s[0, i] = v
     if centered:
@@ -180,9 +193,9 @@ def rmsprop_update(p, g, s, h, i, opts):
         k = 2 if centered else 1
         b = h[6] * s[k, i] + d / a
         s[k, i] = b
-        p[i] = h[2] * p[i] - h[7] * b
+        p[i] = (p[i] if RAW_PARAM else h[2] * p[i]) - h[7] * b
     else:
-        p[i] = h[2] * p[i] - h[7] * (d / a)
+        p[i] = (p[i] if RAW_PARAM else h[2] * p[i]) - h[7] * (d / a)
 
 
 @njit(cache=True)
@@ -197,10 +210,10 @@ def rmsprop_coefficients(hp, t, aux, h):
 
 
 def adagrad_update(p, g, s, h, i, opts):
-    d = h[0] * g[i] + h[1] * p[i]
+    d = g[i] if RAW_GRAD else h[0] * g[i] + h[1] * p[i]
     acc = s[0, i] + d * d
     s[0, i] = acc
-    p[i] = h[2] * p[i] - h[3] * (d / (math.sqrt(acc) + h[4]))
+    p[i] = (p[i] if RAW_PARAM else h[2] * p[i]) - h[3] * (d / (math.sqrt(acc) + h[4]))
 
 
 @njit(cache=True)
@@ -212,13 +225,13 @@ def adagrad_coefficients(hp, t, aux, h):
 
 
 def adadelta_update(p, g, s, h, i, opts):
-    d = h[0] * g[i] + h[1] * p[i]
+    d = g[i] if RAW_GRAD else h[0] * g[i] + h[1] * p[i]
     v = h[3] * s[0, i] + h[4] * (d * d)
     s[0, i] = v
     u = s[1, i]
     delta = math.sqrt(u + h[5]) / math.sqrt(v + h[5]) * d
     s[1, i] = h[3] * u + h[4] * (delta * delta)
-    p[i] = h[2] * p[i] - h[6] * delta
+    p[i] = (p[i] if RAW_PARAM else h[2] * p[i]) - h[6] * delta
 
 
 @njit(cache=True)
@@ -233,7 +246,7 @@ def adadelta_coefficients(hp, t, aux, h):
 
 def adam_update(p, g, s, h, i, opts):
     (amsgrad,) = opts
-    d = h[0] * g[i] + h[1] * p[i]
+    d = g[i] if RAW_GRAD else h[0] * g[i] + h[1] * p[i]
     m = h[3] * s[0, i] + h[4] * d
     v = h[5] * s[1, i] + h[6] * (d * d)
     s[0, i] = m
@@ -241,7 +254,7 @@ def adam_update(p, g, s, h, i, opts):
     if amsgrad:
         v = max(s[2, i], v)
         s[2, i] = v
-    p[i] = h[2] * p[i] - h[7] * (m / (math.sqrt(v) * h[8] + h[9]))
+    p[i] = (p[i] if RAW_PARAM else h[2] * p[i]) - h[7] * (m / (math.sqrt(v) * h[8] + h[9]))
 
 
 @njit(cache=True)
@@ -258,12 +271,12 @@ def adam_coefficients(hp, t, aux, h):
 
 
 def adamax_update(p, g, s, h, i, opts):
-    d = h[0] * g[i] + h[1] * p[i]
+    d = g[i] if RAW_GRAD else h[0] * g[i] + h[1] * p[i]
     m = h[3] * s[0, i] + h[4] * d
     u = max(h[5] * s[1, i], abs(d) + h[6])
     s[0, i] = m
     s[1, i] = u
-    p[i] = h[2] * p[i] - h[7] * (m / u)
+    p[i] = (p[i] if RAW_PARAM else h[2] * p[i]) - h[7] * (m / u)
 
 
 @njit(cache=True)
@@ -278,13 +291,13 @@ def adamax_coefficients(hp, t, aux, h):
 
 
 def nadam_update(p, g, s, h, i, opts):
-    d = h[0] * g[i] + h[1] * p[i]
+    d = g[i] if RAW_GRAD else h[0] * g[i] + h[1] * p[i]
     m = h[3] * s[0, i] + h[4] * d
     v = h[5] * s[1, i] + h[6] * (d * d)
     s[0, i] = m
     s[1, i] = v
     den = math.sqrt(v * h[7]) + h[8]
-    p[i] = h[2] * p[i] - h[9] * (d / den) - h[10] * (m / den)
+    p[i] = (p[i] if RAW_PARAM else h[2] * p[i]) - h[9] * (d / den) - h[10] * (m / den)
 
 
 @njit(cache=True)
@@ -305,13 +318,13 @@ def nadam_coefficients(hp, t, aux, h):
 
 
 def radam_update(p, g, s, h, i, opts):
-    d = h[0] * g[i] + h[1] * p[i]
+    d = g[i] if RAW_GRAD else h[0] * g[i] + h[1] * p[i]
     m = h[3] * s[0, i] + h[4] * d
     v = h[5] * s[1, i] + h[6] * (d * d)
     s[0, i] = m
     s[1, i] = v
     # Unrectified steps have h[8] = 0, h[9] = 1: the denominator is exactly 1.
-    p[i] = h[2] * p[i] - h[7] * (m / (h[8] * math.sqrt(v) + h[9]))
+    p[i] = (p[i] if RAW_PARAM else h[2] * p[i]) - h[7] * (m / (h[8] * math.sqrt(v) + h[9]))
 
 
 @njit(cache=True)
@@ -390,8 +403,9 @@ class Rule:
     def __post_init__(self):
         object.__setattr__(self, "defaults", {hp.name: hp.default for hp in self.hyper})
 
-    def validate(self, values: dict) -> dict:
-        """Validate every hyperparameter in ``values`` and their combination."""
+    def validate(self, values: dict, base: dict | None = None) -> dict:
+        """Validate every hyperparameter in ``values``, and their combination with
+        the others taken from ``base`` (default: the defaults)."""
         known = {hp.name: hp for hp in self.hyper if not hp.fixed}
         for key in values:
             if key not in known:
@@ -400,7 +414,7 @@ class Rule:
                     f"allowed: {', '.join(known)}"
                 )
         checked = {name: known[name].check(value) for name, value in values.items()}
-        self.cross_check({**self.defaults, **checked})
+        self.cross_check({**(self.defaults if base is None else base), **checked})
         return checked
 
     def pack(self, values: dict, hp: np.ndarray) -> None:

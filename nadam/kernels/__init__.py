@@ -69,16 +69,29 @@ def slots(name: str, **options) -> tuple[str, ...]:
     return get_rule(name).slots(_options(name, options))
 
 
+def _float_dtype(dtype) -> np.dtype:
+    # The kernels compute in the parameters' dtype: a state or h of another kind
+    # would silently compile an integer (or mixed-precision) variant.
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise TypeError(f"dtype must be float32 or float64 (the parameters' dtype), got {dt}")
+    return dt
+
+
 def state(name: str, n: int, dtype=np.float64, **values) -> np.ndarray:
     """A fresh ``(k, n)`` state array for rule ``name``."""
     rule = get_rule(name)
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise TypeError(f"n must be the number of parameters, an int, got {n!r}")
+    if n < 0:
+        raise ValueError(f"n must be the number of parameters, >= 0, got {n!r}")
     checked = {**rule.defaults, **rule.validate(values)}
-    return rule.initial_state(checked, rule.options(checked), n, np.dtype(dtype))
+    return rule.initial_state(checked, rule.options(checked), n, _float_dtype(dtype))
 
 
 def coefficient_buffer(name: str, dtype=np.float64) -> np.ndarray:
     """An ``h`` vector of the right length for rule ``name``."""
-    return np.zeros(get_rule(name).n_coefficients, dtype=dtype)
+    return np.zeros(get_rule(name).n_coefficients, dtype=_float_dtype(dtype))
 
 
 def aux(name: str) -> np.ndarray:

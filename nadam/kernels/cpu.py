@@ -11,6 +11,20 @@ one compiled call per optimisation step.
 Serial and parallel kernels run the same element function with the same
 floating-point operations in the same order (no reductions, no fastmath), so
 they agree bit for bit.
+
+Speed (``benchmarks/README.md`` has the figures and how they were measured).  A
+large step is memory-bound: its floor is the bytes it moves.  What keeps a kernel
+on that floor is a short loop body: the vectorised loop of a memory-bound kernel
+keeps fewer cache misses in flight the more instructions each element costs.  So
+each kernel holds three copies of the loop: the rule as written, and copies
+compiled with the rule's switches ``RAW_GRAD`` / ``RAW_PARAM`` on (see
+:mod:`nadam.rules`), which skip the multiply-adds of the shared options when this
+step's coefficients make them identities (no ``maximize``, no weight decay; or
+only decoupled weight decay).  The copies compute the same numbers: with
+``h[0] = 1, h[1] = 0`` the direction ``1·g + 0·p`` is ``g`` (up to the sign of a
+zero, and except for an infinite parameter, where skipping ``0·p`` is what torch
+does), and ``1·p`` is ``p``.  The choice is made once per call from ``h``, the
+same way in the serial and the parallel kernel.
 """
 
 from __future__ import annotations
@@ -35,8 +49,17 @@ _JIT = dict(error_model="numpy", cache=True, nogil=True)
 # their code into a new function whose globals name the rule, its options and
 # the loop kind; numba treats those globals as compile-time constants.
 def _kernel_template(p, g, s, h):
-    for i in _range(p.shape[0]):  # noqa: F821 (bound by _specialise)
-        _update(p, g, s, h, i, _OPTS)  # noqa: F821
+    n = p.shape[0]
+    if h[0] == 1 and h[1] == 0:  # the gradient as is: no maximize, no L2 decay
+        if h[2] == 1:  # and no decoupled decay
+            for i in _range(n):  # noqa: F821 (bound by _specialise)
+                _update_raw(p, g, s, h, i, _OPTS)  # noqa: F821
+        else:
+            for i in _range(n):  # noqa: F821
+                _update_raw_grad(p, g, s, h, i, _OPTS)  # noqa: F821
+    else:
+        for i in _range(n):  # noqa: F821
+            _update(p, g, s, h, i, _OPTS)  # noqa: F821
 
 
 def _stepper_template(p, g, s, hp, t, aux, h):
@@ -58,6 +81,16 @@ def _variant_name(rule: Rule, opts: tuple, parallel: bool) -> str:
 
 
 @cache
+def _element(update, raw_grad: bool, raw_param: bool):
+    """``update`` compiled for inlining, with the switches ``RAW_GRAD`` and
+    ``RAW_PARAM`` of its module bound to the given constants."""
+    glb = {**update.__globals__, "RAW_GRAD": raw_grad, "RAW_PARAM": raw_param}
+    fn = types.FunctionType(update.__code__, glb, update.__name__, update.__defaults__,
+                            update.__closure__)
+    return numba.njit(inline="always")(fn)
+
+
+@cache
 def kernel(rule: Rule, opts: tuple = (), parallel: bool = False):
     """The compiled in-place kernel ``kernel(p, g, s, h) -> None`` of a rule.
 
@@ -71,7 +104,9 @@ def kernel(rule: Rule, opts: tuple = (), parallel: bool = False):
         ``prange`` over elements (all cores) instead of a serial loop.
     """
     bindings = {
-        "_update": numba.njit(inline="always")(rule.update),
+        "_update": _element(rule.update, False, False),
+        "_update_raw_grad": _element(rule.update, True, False),
+        "_update_raw": _element(rule.update, True, True),
         "_range": numba.prange if parallel else range,
         "_OPTS": tuple(bool(o) for o in opts),
     }

@@ -1,0 +1,643 @@
+"""Kernel benchmark: nadam's update kernels against a memory floor and the peers.
+
+``python -m nadam bench [--quick]`` (or :func:`main`) times, in one process and
+interleaved (round-robin, best and median of several rounds):
+
+* ``nadam serial`` / ``nadam parallel``: the compiled kernel ``kernel(p, g, s, h)``
+  of the rule (serial loop, ``prange`` loop);
+* ``floor serial`` / ``floor parallel``: the *same* loop template with a trivial
+  element function that reads and writes exactly the same arrays (``p``, ``g``
+  and every state row: the bytes of :data:`BYTES` per element) -- what the memory
+  system allows;
+* ``nadam step``: the public ``Optimizer.step(g)`` (Python call, gradient checks,
+  default ``nonfinite="raise"`` finiteness pass, host coefficients, kernel), and
+  the same with ``nonfinite="ignore"``;
+* ``numpy``: the textbook NumPy implementation (temporaries and all);
+* when installed: ``torch.optim`` (for-loop, ``foreach``, ``fused`` where torch
+  has it) and ``optax`` under ``jax.jit`` (donated buffers).
+
+It prints ns per element, the ratio of each kernel to its floor (serial to serial,
+parallel to parallel), each peer's time over nadam's, and the effective bandwidth
+(nominal bytes of the fused in-place step / time).  The machine is assumed to be
+shared and noisy: only ratios measured in the same run mean anything, and the
+ratios use the minimum over rounds (the median is printed next to it).
+
+The scripts under ``benchmarks/`` build on these functions (full sweeps, the
+plot, the compile and first-call latency, the serial/parallel crossover).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import hashlib
+import inspect
+import math
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from . import kernels as _kernels
+from . import optimizers as _optimizers
+from .kernels import cpu
+from .rules import RULES, Hyper, Rule, get_rule
+
+__all__ = [
+    "CASES",
+    "Case",
+    "bytes_per_element",
+    "floor_kernel",
+    "interleave",
+    "main",
+    "run",
+    "run_case",
+]
+
+# ---------------------------------------------------------------------------------
+# What is benchmarked
+# ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Case:
+    """One rule with one set of state-shaping options (``amsgrad``, ``centered``...)."""
+
+    rule: str
+    hyper: tuple = ()  # ((name, value), ...): hashable
+
+    @property
+    def kw(self) -> dict:
+        return dict(self.hyper)
+
+    @property
+    def label(self) -> str:
+        flags = ",".join(k if v is True else f"{k}={v}" for k, v in self.hyper)
+        return f"{self.rule}({flags})" if flags else self.rule
+
+    @property
+    def opts(self) -> tuple:
+        r = get_rule(self.rule)
+        return r.options({**r.defaults, **r.validate(self.kw)})
+
+    @property
+    def n_slots(self) -> int:
+        return len(get_rule(self.rule).slots(self.opts))
+
+
+#: Every rule with its default options, plus the heavy variants (9 arrays per element).
+CASES: tuple[Case, ...] = (
+    Case("sgd"),
+    Case("sgd", (("momentum", 0.9),)),
+    Case("rmsprop"),
+    Case("rmsprop", (("centered", True), ("momentum", 0.9))),
+    Case("adagrad"),
+    Case("adadelta"),
+    Case("adam"),
+    Case("adam", (("amsgrad", True),)),
+    Case("adamw"),
+    Case("adamax"),
+    Case("nadam"),
+    Case("radam"),
+)
+
+
+def bytes_per_element(n_slots: int, itemsize: int) -> int:
+    """Bytes a fused in-place step moves per element: read p, g and every state row,
+    write p and every state row (ALGORITHMS.md)."""
+    return (3 + 2 * n_slots) * itemsize
+
+
+# ---------------------------------------------------------------------------------
+# The floor: the kernels' own loop template with a trivial element function
+# ---------------------------------------------------------------------------------
+
+
+def floor_update(p, g, s, h, i, opts):
+    """Touch what a rule with ``sum(opts)`` state rows touches, with one multiply-add.
+
+    ``h[0]`` is 0 in the benchmark, so the arrays keep their values."""
+    x = h[0] * g[i]
+    p[i] = p[i] + x
+    if opts[0]:
+        s[0, i] = s[0, i] + x
+    if opts[1]:
+        s[1, i] = s[1, i] + x
+    if opts[2]:
+        s[2, i] = s[2, i] + x
+
+
+def _floor_coefficients(hp, t, aux, h):  # never called: a Rule needs one
+    pass
+
+
+_FLOOR_HASH = hashlib.sha1(inspect.getsource(floor_update).encode()).hexdigest()[:8]
+_FLOORS: dict[int, Rule] = {}
+
+
+def floor_kernel(n_slots: int, parallel: bool):
+    """The floor kernel ``floor(p, g, s, h)`` for ``n_slots`` state rows.
+
+    It is built by :func:`nadam.kernels.cpu.kernel` from the same loop template,
+    compile options and ``prange`` as the real kernels: only the element
+    function differs.  Call it with ``h[0] == 0`` to leave the arrays unchanged.
+    """
+    if n_slots not in _FLOORS:
+        _FLOORS[n_slots] = Rule(
+            f"floor{n_slots}_{_FLOOR_HASH}",
+            floor_update,
+            _floor_coefficients,
+            1,
+            (Hyper("lr", 0.0),),
+            ("r0", "r1", "r2"),
+        )
+    opts = tuple(j < n_slots for j in range(3))
+    return cpu.kernel(_FLOORS[n_slots], opts, parallel)
+
+
+# ---------------------------------------------------------------------------------
+# Textbook NumPy implementations (ALGORITHMS.md, as a user would write them)
+# ---------------------------------------------------------------------------------
+
+
+def numpy_step(name: str, hyper: dict, p: np.ndarray, g: np.ndarray) -> Callable[[], None]:
+    """A closure doing one textbook NumPy step of rule ``name`` on ``p`` (in place)."""
+    rule = get_rule(name)
+    v = {**rule.defaults, **rule.validate(hyper)}
+    lr, wd = v["lr"], v["weight_decay"]
+    decoupled = v["decoupled_weight_decay"]
+    st: dict = {"t": 0}
+    z = lambda: np.zeros_like(p)  # noqa: E731
+
+    def grad():
+        return g + wd * p if wd and not decoupled else g
+
+    if name == "sgd":
+        mu, tau, nesterov = v["momentum"], v["dampening"], v["nesterov"]
+
+        def step():
+            d = grad()
+            if mu:
+                b = st.get("b")
+                b = d.copy() if b is None else mu * b + (1 - tau) * d
+                st["b"] = b
+                d = d + mu * b if nesterov else b
+            p[...] -= lr * d
+
+    elif name == "rmsprop":
+        a, eps, mu, centered = v["alpha"], v["eps"], v["momentum"], v["centered"]
+        st.update(v=z(), gbar=z(), b=z())
+
+        def step():
+            d = grad()
+            st["v"] = a * st["v"] + (1 - a) * d * d
+            avg = st["v"]
+            if centered:
+                st["gbar"] = a * st["gbar"] + (1 - a) * d
+                avg = avg - st["gbar"] ** 2
+            den = np.sqrt(avg) + eps
+            if mu:
+                st["b"] = mu * st["b"] + d / den
+                p[...] -= lr * st["b"]
+            else:
+                p[...] -= lr * d / den
+
+    elif name == "adagrad":
+        decay, eps = v["lr_decay"], v["eps"]
+        st["s"] = np.full_like(p, v["initial_accumulator_value"])
+
+        def step():
+            st["t"] += 1
+            d = grad()
+            clr = lr / (1 + (st["t"] - 1) * decay)
+            st["s"] = st["s"] + d * d
+            p[...] -= clr * d / (np.sqrt(st["s"]) + eps)
+
+    elif name == "adadelta":
+        rho, eps = v["rho"], v["eps"]
+        st.update(v=z(), u=z())
+
+        def step():
+            d = grad()
+            st["v"] = rho * st["v"] + (1 - rho) * d * d
+            delta = np.sqrt(st["u"] + eps) / np.sqrt(st["v"] + eps) * d
+            st["u"] = rho * st["u"] + (1 - rho) * delta * delta
+            p[...] -= lr * delta
+
+    elif name in ("adam", "adamw", "adamax", "nadam", "radam"):
+        b1, b2 = v["betas"]
+        eps = v["eps"]
+        st.update(m=z(), v=z(), vmax=z(), mu_prod=1.0)
+
+        def step():
+            st["t"] += 1
+            t = st["t"]
+            if decoupled:
+                p[...] *= 1 - lr * wd
+            d = grad()
+            st["m"] = b1 * st["m"] + (1 - b1) * d
+            bc1, bc2 = 1 - b1**t, 1 - b2**t
+            if name == "adamax":
+                st["v"] = np.maximum(b2 * st["v"], np.abs(d) + eps)
+                p[...] -= lr / bc1 * st["m"] / st["v"]
+                return
+            st["v"] = b2 * st["v"] + (1 - b2) * d * d
+            if name == "nadam":
+                psi = v["momentum_decay"]
+                mu = b1 * (1 - 0.5 * 0.96 ** (t * psi))
+                mu1 = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
+                st["mu_prod"] *= mu
+                prod = st["mu_prod"]
+                den = np.sqrt(st["v"] / bc2) + eps
+                p[...] -= lr * (1 - mu) / (1 - prod) * d / den
+                p[...] -= lr * mu1 / (1 - prod * mu1) * st["m"] / den
+                return
+            if name == "radam":
+                rho_inf = 2 / (1 - b2) - 1
+                rho = rho_inf - 2 * t * b2**t / bc2
+                if rho > 5:
+                    r = math.sqrt(
+                        (rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)
+                    )
+                    p[...] -= lr / bc1 * st["m"] * r * math.sqrt(bc2) / (np.sqrt(st["v"]) + eps)
+                else:
+                    p[...] -= lr / bc1 * st["m"]
+                return
+            vv = st["v"]
+            if v["amsgrad"]:
+                st["vmax"] = np.maximum(st["vmax"], vv)
+                vv = st["vmax"]
+            m_hat = st["m"] / bc1
+            v_hat = vv / bc2
+            p[...] -= lr * m_hat / (np.sqrt(v_hat) + eps)
+
+    else:  # pragma: no cover
+        raise ValueError(name)
+    return step
+
+
+# ---------------------------------------------------------------------------------
+# Peers (optional)
+# ---------------------------------------------------------------------------------
+
+_TORCH_NAMES = {
+    "sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad", "adadelta": "Adadelta",
+    "adam": "Adam", "adamw": "AdamW", "adamax": "Adamax", "nadam": "NAdam", "radam": "RAdam",
+}
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError:
+        return None
+    return torch
+
+
+def torch_steps(case: Case, p: np.ndarray, g: np.ndarray) -> dict[str, Callable[[], None]]:
+    """``torch.optim`` for-loop, foreach and (where torch has it) fused steps, sharing one
+    copy of ``p`` and ``g``; empty if torch is not installed."""
+    torch = _torch()
+    if torch is None:
+        return {}
+    torch.set_num_threads(numba.get_num_threads())
+    tp = torch.from_numpy(p.copy())
+    tp.grad = torch.from_numpy(g.copy())
+    cls = getattr(torch.optim, _TORCH_NAMES[case.rule])
+    out = {}
+    for label, kw in (("loop", dict(foreach=False)), ("foreach", dict(foreach=True)),
+                      ("fused", dict(fused=True))):
+        try:
+            opt = cls([tp], **case.kw, **kw)
+            opt.step()
+        except (RuntimeError, TypeError, ValueError):
+            continue  # no fused kernel for this rule on the CPU
+        out[f"torch {label}"] = opt.step
+    return out
+
+
+_OPTAX = {
+    "sgd": lambda o, kw: o.sgd(1e-3, momentum=kw.get("momentum")),
+    "rmsprop": lambda o, kw: o.rmsprop(1e-2, decay=0.99, eps=1e-8,
+                                       centered=kw.get("centered", False),
+                                       momentum=kw.get("momentum")),
+    "adagrad": lambda o, kw: o.adagrad(1e-2),
+    "adadelta": lambda o, kw: o.adadelta(1.0),
+    "adam": lambda o, kw: o.amsgrad(1e-3) if kw.get("amsgrad") else o.adam(1e-3),
+    "adamw": lambda o, kw: o.adamw(1e-3, weight_decay=1e-2),
+    "adamax": lambda o, kw: o.adamax(2e-3),
+    "nadam": lambda o, kw: o.nadam(2e-3),
+    "radam": lambda o, kw: o.radam(1e-3),
+}
+
+
+def optax_step(case: Case, p: np.ndarray, g: np.ndarray) -> dict[str, Callable[[], None]]:
+    """``optax`` under ``jax.jit`` with donated parameter and state buffers (same
+    algorithm; optax's own conventions, e.g. rmsprop's eps, differ -- speed only)."""
+    if os.environ.get("NADAM_BENCH_NO_JAX"):
+        return {}
+    try:
+        import jax
+        import optax
+    except ImportError:
+        return {}
+    jax.config.update("jax_enable_x64", True)
+    tx = _OPTAX[case.rule](optax, case.kw)
+
+    def update(params, state, grads):
+        updates, state = tx.update(grads, state, params)
+        return optax.apply_updates(params, updates), state
+
+    jitted = jax.jit(update, donate_argnums=(0, 1))
+    params = jax.numpy.asarray(p.copy())
+    grads = jax.numpy.asarray(g.copy())
+    box = [params, tx.init(params)]
+
+    def step():
+        box[0], box[1] = jitted(box[0], box[1], grads)
+        box[0].block_until_ready()
+
+    return {"optax jit": step}
+
+
+# ---------------------------------------------------------------------------------
+# Timing
+# ---------------------------------------------------------------------------------
+
+
+def interleave(cands: dict[str, Callable[[], object]], rounds: int = 7,
+               sample_s: float = 2e-3) -> dict[str, np.ndarray]:
+    """Per-call times (s) of each candidate, ``rounds`` samples each.
+
+    Each candidate is warmed up and calibrated to ``inner`` calls per sample (at
+    least ``sample_s`` seconds), then the candidates are timed round-robin, the
+    order rotating every round, so that a burst of load from other processes is
+    spread over all of them.
+    """
+    inner = {}
+    for name, f in cands.items():
+        f()
+        t0 = time.perf_counter()
+        f()
+        dt = max(time.perf_counter() - t0, 1e-7)
+        inner[name] = max(1, min(100_000, int(sample_s / dt)))
+    names = list(cands)
+    times: dict[str, list[float]] = {n: [] for n in names}
+    perf = time.perf_counter
+    for r in range(rounds):
+        k = r % len(names)
+        for name in names[k:] + names[:k]:
+            f, m = cands[name], inner[name]
+            t0 = perf()
+            for _ in range(m):
+                f()
+            times[name].append((perf() - t0) / m)
+    return {n: np.array(v) for n, v in times.items()}
+
+
+# ---------------------------------------------------------------------------------
+# One case
+# ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Result:
+    case: Case
+    dtype: str
+    n: int
+    bytes_per_element: int
+    times: dict[str, np.ndarray] = field(default_factory=dict)
+
+    def best(self, name: str) -> float:
+        return float(self.times[name].min())
+
+    def median(self, name: str) -> float:
+        return float(np.median(self.times[name]))
+
+    def ratio(self, a: str, b: str) -> float:
+        """best(a) / best(b), nan if either is missing."""
+        if a not in self.times or b not in self.times:
+            return math.nan
+        return self.best(a) / self.best(b)
+
+    def gbs(self, name: str) -> float:
+        return self.bytes_per_element * self.n / self.best(name) / 1e9
+
+
+def _class_for(rule: str):
+    for obj in vars(_optimizers).values():
+        if isinstance(obj, type) and issubclass(obj, _optimizers.Optimizer) \
+                and getattr(obj, "rule", None) is RULES[rule]:
+            return obj
+    raise LookupError(rule)  # pragma: no cover
+
+
+def make_arrays(case: Case, n: int, dtype, seed: int = 0):
+    """Parameters, gradient, state and coefficients of a case after a few steps
+    (state away from its initial zeros), all of ``dtype``."""
+    rng = np.random.default_rng(seed)
+    p = rng.standard_normal(n).astype(dtype)
+    g = rng.standard_normal(n).astype(dtype)
+    s = _kernels.state(case.rule, n, dtype, **case.kw)
+    hp = _kernels.hyperparameters(case.rule, **case.kw)
+    aux = _kernels.aux(case.rule)
+    h = _kernels.coefficient_buffer(case.rule, dtype)
+    step = cpu.stepper(get_rule(case.rule), case.opts, False)
+    for t in range(1, 11):
+        step(p, g, s, hp, t, aux, h)
+    return p, g, s, h
+
+
+def run_case(case: Case, dtype, n: int, rounds: int = 7, peers: bool = True,
+             numpy_ref: bool = True, kernels: bool = True, step: bool = True,
+             parallel: bool | None = None) -> Result:
+    """Time one case: kernels and floors (serial and parallel), the class step,
+    the NumPy reference and the installed peers, interleaved."""
+    dtype = np.dtype(dtype)
+    rule = get_rule(case.rule)
+    p, g, s, h = make_arrays(case, n, dtype)
+    hz = np.zeros_like(h)
+    ks = case.n_slots
+    threads = numba.get_num_threads() > 1
+    kinds = [False, True] if threads else [False]
+    if parallel is not None:
+        kinds = [parallel]
+    cands: dict[str, Callable] = {}
+    if kernels:
+        for par in kinds:
+            tag = "parallel" if par else "serial"
+            k = cpu.kernel(rule, case.opts, par)
+            f = floor_kernel(ks, par)
+            cands[f"floor {tag}"] = lambda f=f: f(p, g, s, hz)
+            cands[f"nadam {tag}"] = lambda k=k: k(p, g, s, h)
+    if step:
+        cls = _class_for(case.rule)
+        kw = {k: v for k, v in case.kw.items()}
+        x1 = p.copy()
+        o1 = cls(x1, **kw)
+        o2 = cls(x1, nonfinite="ignore", **kw)
+        cands["nadam step"] = lambda: o1.step(g)
+        cands["nadam step ignore"] = lambda: o2.step(g)
+    if numpy_ref:
+        x2 = p.copy()
+        cands["numpy"] = numpy_step(case.rule, case.kw, x2, g)
+    if peers:
+        cands.update(torch_steps(case, p, g))
+        cands.update(optax_step(case, p, g))
+    res = Result(case, dtype.name, n, bytes_per_element(ks, dtype.itemsize))
+    res.times = interleave(cands, rounds)
+    del cands
+    gc.collect()
+    return res
+
+
+# ---------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------
+
+PEERS = ("numpy", "torch loop", "torch foreach", "torch fused", "optax jit")
+
+
+def _fmt(x: float, spec: str = ".2f", suffix: str = "") -> str:
+    return "-" if x != x else f"{x:{spec}}{suffix}"
+
+
+def detail(res: Result, out=sys.stdout) -> None:
+    """Every candidate of one case: ns/element (best, median), x floor, GB/s."""
+    n = res.n
+    print(f"\n{res.case.label}  {res.dtype}  N={n:,}  ({res.bytes_per_element} B/element)",
+          file=out)
+    print(f"  {'candidate':20s} {'ns/el best':>11s} {'median':>9s} {'x floor':>8s} "
+          f"{'x nadam':>8s} {'GB/s':>7s}", file=out)
+    ref = "nadam step ignore" if "nadam step ignore" in res.times else None
+    for name in res.times:
+        fl = math.nan
+        for tag in ("serial", "parallel"):
+            if name == f"nadam {tag}":
+                fl = res.ratio(name, f"floor {tag}")
+        xn = res.ratio(name, ref) if ref else math.nan
+        print(f"  {name:20s} {res.best(name) / n * 1e9:11.3f} {res.median(name) / n * 1e9:9.3f} "
+              f"{_fmt(fl, '.3f'):>8s} {_fmt(xn, '.2f'):>8s} {res.gbs(name):7.1f}", file=out)
+
+
+def summary(results: list[Result], out=sys.stdout) -> None:
+    """One line per case: kernels over floors, then each peer's time over nadam's step
+    (>1: nadam is faster)."""
+    print("\nSummary (ratios of best times in one run; peers: peer time / nadam step time "
+          "with nonfinite='ignore')", file=out)
+    head = (f"{'case':28s} {'dtype':7s} {'N':>10s} {'ser/floor':>9s} {'par/floor':>9s} "
+            f"{'GB/s':>6s} {'step/kern':>9s}")
+    for peer in PEERS:
+        head += f" {peer:>13s}"
+    print(head, file=out)
+    for r in results:
+        best_kernel = min((r.best(k) for k in ("nadam serial", "nadam parallel") if k in r.times),
+                          default=math.nan)
+        best_name = min((k for k in ("nadam serial", "nadam parallel") if k in r.times),
+                        key=r.best, default=None)
+        line = (f"{r.case.label:28s} {r.dtype:7s} {r.n:10,d} "
+                f"{_fmt(r.ratio('nadam serial', 'floor serial'), '.3f'):>9s} "
+                f"{_fmt(r.ratio('nadam parallel', 'floor parallel'), '.3f'):>9s} "
+                f"{_fmt(r.gbs(best_name) if best_name else math.nan, '.1f'):>6s} "
+                f"{_fmt(r.best('nadam step ignore') / best_kernel if 'nadam step ignore' in r.times else math.nan, '.2f'):>9s}")
+        for peer in PEERS:
+            line += f" {_fmt(r.ratio(peer, 'nadam step ignore'), '.2f', 'x'):>13s}"
+        print(line, file=out)
+
+
+def machine() -> str:
+    """One line: CPU, threads, library versions."""
+    cpu_name = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu_name = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import llvmlite.binding as ll
+
+    parts = [f"{cpu_name} ({ll.get_host_cpu_name()})", f"{os.cpu_count()} cpus",
+             f"numba {numba.__version__} threads={numba.get_num_threads()}",
+             f"numpy {np.__version__}"]
+    torch = _torch()
+    if torch is not None:
+        parts.append(f"torch {torch.__version__}")
+    try:
+        import jax
+        import optax
+
+        parts.append(f"jax {jax.__version__} optax {optax.__version__}")
+    except ImportError:
+        pass
+    return ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------------
+# Entry points
+# ---------------------------------------------------------------------------------
+
+
+def run(quick: bool = False, cases=None, sizes=None, dtypes=None, rounds: int | None = None,
+        peers: bool = True, verbose: bool = True) -> list[Result]:
+    """Run the benchmark and print the tables; returns the results.
+
+    ``quick``: Adam only, N = 10^3 and 10^6, float32 and float64, torch but not
+    optax (JAX's import and compile take longer than the whole run): a few seconds.
+    """
+    if quick:
+        cases = cases or (Case("adam"),)
+        sizes = sizes or (1_000, 1_000_000)
+        rounds = rounds or 5
+        os.environ.setdefault("NADAM_BENCH_NO_JAX", "1")
+    cases = cases or CASES
+    sizes = sizes or (1_000, 100_000, 10_000_000)
+    dtypes = dtypes or ("float64", "float32")
+    rounds = rounds or 7
+    print(machine())
+    results = []
+    for case in cases:
+        for dtype in dtypes:
+            for n in sizes:
+                res = run_case(case, dtype, n, rounds=rounds, peers=peers)
+                results.append(res)
+                if verbose:
+                    detail(res)
+    summary(results)
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Command line: ``python -m nadam bench [--quick] [--rules adam,sgd] [--sizes 1e3,1e7]
+    [--dtypes float32] [--rounds 7] [--no-peers] [--brief]``."""
+    ap = argparse.ArgumentParser(
+        prog="python -m nadam bench",
+        description="Time nadam's kernels against a memory floor, NumPy, torch.optim and optax.",
+    )
+    ap.add_argument("--quick", action="store_true", help="Adam only, two sizes: a few seconds")
+    ap.add_argument("--rules", help="comma-separated rule names (default: all, with variants)")
+    ap.add_argument("--sizes", help="comma-separated N, e.g. 1e3,1e5,1e7")
+    ap.add_argument("--dtypes", help="float32, float64 or both (comma-separated)")
+    ap.add_argument("--rounds", type=int, help="timed rounds per candidate (default 7)")
+    ap.add_argument("--no-peers", action="store_true", help="skip torch and optax")
+    ap.add_argument("--brief", action="store_true", help="summary table only")
+    a = ap.parse_args(argv)
+    cases = None
+    if a.rules:
+        names = [r.strip().lower() for r in a.rules.split(",") if r.strip()]
+        for nm in names:
+            get_rule(nm)
+        cases = tuple(c for c in CASES if c.rule in names)
+    sizes = tuple(int(float(x)) for x in a.sizes.split(",")) if a.sizes else None
+    dtypes = tuple(a.dtypes.split(",")) if a.dtypes else None
+    run(a.quick, cases, sizes, dtypes, a.rounds, not a.no_peers, not a.brief)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,548 @@
+r"""The whole :func:`nadam.minimize` loop in compiled code, for ``@njit`` objectives.
+
+When ``fun`` (and ``jac``, if it is a separate callable) are numba ``@njit``
+functions and ``args`` are arrays and numbers (not a stream),
+:func:`nadam.minimize` runs its iterations inside one compiled *driver*, made
+for that objective: the minibatch sampler (:mod:`nadam.sampling`, the same
+indices for the same seed), the objective and gradient, the stopping rules
+(:func:`nadam.minimize._track`, the very helper the Python loop calls), the
+learning-rate schedule (:mod:`nadam.schedules`, reduce-on-plateau included),
+the rule's fused step (:func:`nadam.kernels.cpu.stepper`: coefficients and
+kernel) and the projection onto the bounds.  Every iterate is bit-identical to
+the Python loop's, and so are ``nit``, ``nfev``, ``njev``, ``status`` and
+``message``.
+
+>>> import numpy as np, nadam
+>>> from numba import njit
+>>> @njit
+... def loss(w, X, y):
+...     r = X @ w - y
+...     return r @ r / len(y), 2.0 * (X.T @ r) / len(y)
+>>> rng = np.random.default_rng(0)
+>>> X, y = rng.normal(size=(500, 3)), rng.normal(size=500)
+>>> kw = dict(args=(X, y), jac=True, options={"batch_size": 32, "seed": 1, "maxiter": 300})
+>>> fast = nadam.minimize(loss, np.zeros(3), **kw)
+>>> slow = nadam.minimize(loss, np.zeros(3), **kw | {"options": kw["options"] | {"compiled": False}})
+>>> bool(np.array_equal(fast.x, slow.x)), fast.nfev == slow.nfev
+(True, True)
+
+Chunks
+------
+Python is entered once per *chunk* of iterations, never once per step (a
+call from Python into compiled code costs microseconds, as much as a small
+step).  Between chunks the run is at an iteration boundary (see
+:class:`nadam.minimize.LoopState`), where Python does what only Python can:
+the progress bar, checkpoints, the check for SIGTERM/SIGINT.  Chunks start at
+one iteration and grow to about :data:`TARGET_SECONDS` of work (numba code
+cannot be interrupted, so a chunk bounds how late a signal is handled).
+
+A ``callback`` must see every iterate, so with one the driver returns after
+every evaluation (scipy's semantics, exactly as the Python loop: ``callback``
+gets each iterate after the first, ``StopIteration`` stops the run) and the
+loop costs one compiled call per iteration.
+
+When the loop is compiled
+-------------------------
+Option ``compiled`` of :func:`nadam.minimize`: ``"auto"`` (default) compiles
+when the run allows it and uses the Python loop otherwise; ``False`` always
+uses the Python loop; ``True`` requires the compiled loop and raises
+``TypeError`` or ``ValueError`` saying why when the run cannot have it:
+``fun``/``jac`` not ``@njit`` functions, finite differences, a stream of
+``args``, an argument numba cannot type, an objective that does not compile
+for these arguments (numba's message is attached), a return value of the wrong
+type, ``lr`` a Python callable rather than a :mod:`nadam.schedules` schedule,
+or an option only the Python loop has (``history``, ``comm``).
+
+The objective's contract is that of the Python loop: ``fun(x, *args)`` gets
+the iterate (x0's shape and dtype, read-only) and this step's arguments (a
+batch of rows of every array in ``args``), and returns ``(f, g)`` with
+``jac=True`` (``f`` a real scalar, ``g`` an array of x0's shape and dtype), or
+``f`` alone with an ``@njit`` ``jac`` returning ``g``.
+
+Compilation and the cache
+-------------------------
+A driver is specialised for its objective (the objective is a compile-time
+constant of it: calling it costs nothing more than in a hand-written loop) and
+compiled on the first run, which takes a few seconds.  It is cached on disk
+(numba's ``cache=True``) when the objective is itself ``@njit(cache=True)``,
+under a name derived from everything numba keys the objective's own cache on
+(its bytecode, closure variables and source file's time stamp) and the
+sources of the modules the driver links.  A closure whose variables cannot be
+pickled is compiled anew in every process.  As for numba's own cache, a
+change to a function *in another file* that the objective calls is not
+noticed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import math
+import os
+import time
+import types
+from typing import TYPE_CHECKING, Any
+
+import numba
+import numpy as np
+from numba.core import types as nbtypes
+from numba.core.caching import NullCache
+from numba.core.errors import NumbaError
+from numba.core.registry import CPUDispatcher
+from numba.core.serialize import dumps
+
+from . import rules, sampling, schedules
+from .kernels import cpu
+from .minimize import (
+    _EMA,
+    DEFAULT_OPTIONS,
+    Status,
+    _load_tracker,
+    _project,
+    _store_tracker,
+    _track,
+)
+from .sampling import next_batch
+from .schedules import Schedule
+
+if TYPE_CHECKING:
+    from .minimize import Minimizer
+
+__all__ = ["TARGET_SECONDS", "CompiledLoop", "plan"]
+
+#: Wall time a chunk aims at once its size has adapted.
+TARGET_SECONDS = 0.05
+
+# The options the compiled loop implements; any other option of DEFAULT_OPTIONS
+# that is not at its default sends the run to the Python loop (a new option is
+# Python-only until the driver learns it).
+_HANDLED = frozenset(
+    {
+        "maxiter", "disp", "gtol", "patience", "min_delta", "smoothing", "return_best",
+        "batch_size", "seed", "finite_diff_rel_step", "checkpoint", "checkpoint_every",
+        "resume", "compiled",
+    }
+)
+
+# Slots of the int64 counter vector the driver reads and writes: loop state
+# first (written after every step, so an exception leaves it consistent), then
+# this call's instructions and its report.
+_NIT, _NFEV, _NJEV, _T, _END, _RESUME, _PAUSE, _PAUSED = range(8)
+_CONTINUE = -1  # _track's "no stopping rule fired"
+_BAD_GRADIENT = -2  # the gradient's shape is not x's
+_NONFINITE = Status.NONFINITE
+
+
+class _Unsupported(Exception):
+    """This run cannot use the compiled loop; ``error`` is the exception type to raise."""
+
+    def __init__(self, reason: str, error: type[Exception] = ValueError):
+        super().__init__(reason)
+        self.error = error
+
+
+# ---------------------------------------------------------------------------
+# Compiled pieces shared by every driver
+# ---------------------------------------------------------------------------
+
+
+@numba.njit(cache=True, nogil=True)
+def _gather(src, buf, idx):
+    # Rows idx of the (N, m) array src into the (B, m) array buf: np.take's
+    # result, element for element.
+    for k in range(idx.shape[0]):
+        i = idx[k]
+        for j in range(src.shape[1]):
+            buf[k, j] = src[i, j]
+
+
+@numba.njit(cache=True, nogil=True)
+def _copy(g, out):
+    i = 0
+    for v in g.flat:
+        out[i] = v
+        i += 1
+
+
+# The templates below are never called directly: _specialise copies their code
+# into functions whose globals bind the objective (_fun, _jac) and the rule's
+# stepper (_step) as compile-time constants, as nadam.kernels.cpu does.
+def _evaluate_pair_template(x, args):
+    return _fun(x, *args)  # noqa: F821 (bound by _specialise)
+
+
+def _evaluate_split_template(x, args):
+    return _fun(x, *args), _jac(x, *args)  # noqa: F821
+
+
+def _advance_template(x, g, s, hp, aux, h, lo, hi, kind, params, sched, ctr):
+    # One step from the gradient g, as Optimizer.step and the Python loop take it:
+    # the schedule's rate for step t, the fused update, the projection.
+    t = ctr[_T] + 1
+    if params is not None:
+        hp[rules.LR] = schedules.evaluate(kind, params, sched, t)
+    _step(x, g.ravel(), s, hp, t, aux, h)  # noqa: F821
+    ctr[_T] = t
+    if lo is not None:
+        _project(x, lo, hi)
+    ctr[_NIT] += 1
+
+
+def _driver_template(
+    xv, x, args, pairs, sampler, perm, idx, lo, hi, best_x, best_g, tr, ctr, s, hp, aux, h,
+    kind, params, sched, g_out,
+):
+    # The iterations from ctr[_NIT] to ctr[_END], in the order of
+    # Minimizer._iterate; returns (status or _CONTINUE or _BAD_GRADIENT, last f).
+    # With ctr[_PAUSE] it returns after the bookkeeping of every iterate but the
+    # first (ctr[_PAUSED] = 1), for the callback; ctr[_RESUME] then takes the step.
+    pause = ctr[_PAUSE] != 0
+    f = math.nan
+    if ctr[_RESUME] != 0:
+        _advance(x, g_out, s, hp, aux, h, lo, hi, kind, params, sched, ctr)  # noqa: F821
+    while ctr[_NIT] != ctr[_END]:
+        nit = ctr[_NIT]
+        if sampler is not None:
+            next_batch(sampler, perm, idx)
+            for pair in numba.literal_unroll(pairs):
+                _gather(pair[0], pair[1], idx)
+        value, g = _evaluate(xv, args)  # noqa: F821
+        f = float(value)
+        ctr[_NFEV] += 1
+        ctr[_NJEV] += 1
+        if g.shape != xv.shape:
+            return _BAD_GRADIENT, f
+        code = _track(f, g, x, lo, hi, best_x, best_g, tr, nit)
+        if code == _NONFINITE:
+            _copy(g, g_out)
+            return code, f
+        if params is not None:
+            schedules.observe(kind, params, sched, tr[_EMA])
+        if pause and nit > 0:
+            _copy(g, g_out)
+            ctr[_PAUSED] = 1
+            return code, f
+        if code != _CONTINUE:
+            _copy(g, g_out)
+            return code, f
+        if nit + 1 == ctr[_END]:
+            _copy(g, g_out)  # the chunk's last gradient: Minimizer._last
+        _advance(x, g, s, hp, aux, h, lo, hi, kind, params, sched, ctr)  # noqa: F821
+    return _CONTINUE, f
+
+
+def _specialise(template, name: str, bindings: dict, cache: bool = False):
+    fn = types.FunctionType(template.__code__, {**globals(), **bindings}, name)
+    # numba names a cache file after the qualified name, and keys its entries on
+    # the bytecode, which every driver shares: the name must say what is bound.
+    fn.__qualname__ = name
+    return numba.njit(cache=cache, nogil=True)(fn)
+
+
+# ---------------------------------------------------------------------------
+# Drivers, one per (objective, rule variant)
+# ---------------------------------------------------------------------------
+
+
+def _source_digest() -> str:
+    # The driver links compiled code from these modules; numba's cache only
+    # checks the time stamp of this file, so their sources go into its name.
+    h = hashlib.sha256()
+    # (nadam.minimize by name: the package's attribute `minimize` is the function.)
+    for module in (importlib.import_module("nadam.minimize"), sampling, schedules, rules, cpu):
+        h.update(inspect.getsource(module).encode())
+    return h.hexdigest()
+
+
+_SOURCES = _source_digest()
+_DRIVERS: dict[tuple, Any] = {}
+
+
+def _fingerprint(fn: Any) -> str | None:
+    """A digest of what numba's own cache keys ``fn`` on, or None when ``fn`` is
+    not cached (no ``cache=True``, no source file, unpicklable closure)."""
+    if isinstance(fn._cache, NullCache):
+        return None
+    py = fn.py_func
+    try:
+        path = inspect.getfile(py)
+        stamp = os.stat(path)
+        cells = dumps(tuple(c.cell_contents for c in py.__closure__ or ()))
+    except Exception:  # no file (a REPL), a closure numba could not pickle either
+        return None
+    h = hashlib.sha256()
+    for part in (path, stamp.st_mtime_ns, stamp.st_size, py.__qualname__,
+                 sorted(fn.targetoptions.items())):
+        h.update(repr(part).encode())
+    h.update(py.__code__.co_code)
+    h.update(cells)
+    return h.hexdigest()
+
+
+def _driver(fun: Any, jac: Any, step: Any) -> Any:
+    """The driver of ``fun`` (``jac`` None when ``fun`` returns ``(f, g)``) with the
+    stepper ``step``, compiled lazily; cached on disk when the objective is."""
+    key = (fun, jac, step)
+    if key in _DRIVERS:
+        return _DRIVERS[key]
+    prints = [_fingerprint(fun)] + ([] if jac is None else [_fingerprint(jac)])
+    cache = None not in prints
+    h = hashlib.sha256("\0".join([_SOURCES, step.py_func.__qualname__, *map(str, prints)]).encode())
+    # Without a cache, the name only needs to be unique in this process.
+    tag = h.hexdigest()[:16] if cache else f"{id(fun):x}_{id(jac):x}"
+    name = f"{fun.py_func.__name__}_{step.py_func.__name__}_{tag}"
+    if jac is None:
+        evaluate = _specialise(_evaluate_pair_template, f"evaluate_{name}", {"_fun": fun})
+    else:
+        evaluate = _specialise(
+            _evaluate_split_template, f"evaluate_{name}", {"_fun": fun, "_jac": jac}
+        )
+    advance = _specialise(_advance_template, f"advance_{name}", {"_step": step})
+    driver = _specialise(
+        _driver_template, f"drive_{name}", {"_evaluate": evaluate, "_advance": advance}, cache
+    )
+    _DRIVERS[key] = driver
+    return driver
+
+
+# ---------------------------------------------------------------------------
+# Deciding, compiling, running
+# ---------------------------------------------------------------------------
+
+
+def _why_not(m: Minimizer, fun: Any, jac: Any) -> _Unsupported | None:
+    """Why the run of ``m`` cannot be compiled (cheap checks only), or None."""
+    if not isinstance(fun, CPUDispatcher):
+        return _Unsupported(
+            f"fun must be a numba @njit function, got {type(fun).__name__} {fun!r:.60}", TypeError
+        )
+    if jac is not True and not callable(jac):
+        return _Unsupported(
+            f"jac={jac!r} means finite differences, which the Python loop computes; "
+            "return the gradient (jac=True) or give an @njit jac"
+        )
+    if jac is not True and not isinstance(jac, CPUDispatcher):
+        return _Unsupported(
+            f"jac must be True or a numba @njit function, got {type(jac).__name__}", TypeError
+        )
+    if m._stream is not None:
+        return _Unsupported("args is an iterator (a stream): its items come from Python")
+    lr = m.state.optimizer._values["lr"]
+    if callable(lr) and not isinstance(lr, Schedule):
+        return _Unsupported(
+            f"lr is a Python callable ({lr!r:.60}); use a nadam.schedules schedule", TypeError
+        )
+    for key, default in DEFAULT_OPTIONS.items():
+        value = m.options[key]
+        if key not in _HANDLED and not (value is default or value == default):
+            return _Unsupported(f"option {key}={value!r} is only implemented by the Python loop")
+    return None
+
+
+def plan(m: Minimizer, fun: Any, jac: Any) -> CompiledLoop | None:
+    """The compiled loop for the run ``m``, or None for the Python loop.
+
+    Follows ``m.options["compiled"]``: ``False`` gives None; ``"auto"`` gives
+    None when a cheap check rules the compiled loop out; ``True`` raises then.
+
+    Raises
+    ------
+    TypeError, ValueError
+        With ``compiled=True``, saying why the run cannot be compiled.
+    """
+    mode = m.options["compiled"]
+    if mode is False:
+        return None
+    problem = _why_not(m, fun, jac)
+    if problem is None:
+        return CompiledLoop(m, fun, None if jac is True else jac, strict=mode is True)
+    if mode is True:
+        raise problem.error(f"option compiled=True: {problem}") from None
+    return None
+
+
+def _describe(exc: Exception) -> str:
+    # numba's messages run to pages; the first lines say what failed.
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    return "\n".join(lines[:6])
+
+
+class CompiledLoop:
+    """The compiled loop of one :class:`nadam.minimize.Minimizer` run.
+
+    Works on the run's own arrays (the iterate, the optimizer's state, the
+    sampler's, the schedule's, the best iterate) and writes its counters back
+    to :attr:`Minimizer.state` after every chunk, so
+    :meth:`nadam.minimize.LoopState.export` and ``restore`` work between
+    chunks as with the Python loop.
+
+    Parameters
+    ----------
+    m : Minimizer
+        The run.
+    fun, jac : numba dispatchers
+        The objective; ``jac`` None when ``fun`` returns ``(f, g)``.
+    strict : bool
+        Raise (``compiled=True``) rather than fall back to the Python loop when
+        the driver cannot be compiled.
+    """
+
+    def __init__(self, m: Minimizer, fun: Any, jac: Any, strict: bool):
+        self._m, self._fun, self._jac, self._strict = m, fun, jac, strict
+        self._evaluate = m.evaluate  # replaced later: evaluations must go through Python
+        self._driver = None
+        self._chunk = 1
+        x = m.state.x
+        self._g = np.empty(x.size, x.dtype)  # the last gradient the driver reports
+        self._ctr = np.zeros(8, np.int64)
+        self.compile_seconds = 0.0
+
+    # -- arguments ------------------------------------------------------------------
+    def _batch(self) -> tuple:
+        sampler = self._m.state.sampler
+        return sampler.batch if sampler is not None else self._m._args
+
+    def _arguments(self, tr: np.ndarray) -> tuple:
+        m = self._m
+        s = m.state
+        opt, sampler, sched = s.optimizer, s.sampler, s.schedule
+        if sampler is None:
+            pairs, sstate, perm, idx = (), None, None, None
+        else:
+            # 2-D (rows, everything else) views for the gather: one loop for any ndim.
+            pairs = tuple(
+                (src.reshape(len(src), -1), buf.reshape(len(buf), -1))
+                for src, buf in sampler._pairs
+            )
+            sstate, perm, idx = sampler.state, sampler.perm, sampler.idx
+        lo, hi = m._box if m._box is not None else (None, None)
+        flat = (lambda a: None if a is None else a.reshape(-1))
+        kind, params, state = (
+            (0, None, None) if sched is None else (sched.kind, sched.params, sched.state)
+        )
+        return (
+            m._view, m._x_flat, self._batch(), pairs, sstate, perm, idx, lo, hi,
+            flat(s.best_x), flat(s.best_g), tr, self._ctr, opt._state, opt._hp, opt._aux,
+            opt._h, kind, params, state, self._g,
+        )
+
+    # -- compiling ------------------------------------------------------------------
+    def _check_types(self) -> None:
+        # Type the objective alone first: its errors and a wrong return type get a
+        # message about the objective, not about the driver.
+        m, fun, jac = self._m, self._fun, self._jac
+        values = (m._view, *self._batch())
+        try:
+            argtypes = tuple(numba.typeof(v) for v in values)
+        except ValueError as exc:
+            raise _Unsupported(f"an argument cannot be passed to compiled code: {exc}",
+                               TypeError) from None
+        x = numba.typeof(m._view)
+        shown = ", ".join(map(str, argtypes))
+        gradient = jac if jac is not None else fun
+        for fn in (fun, jac) if jac is not None else (fun,):
+            try:
+                fn.compile(argtypes)
+            except NumbaError as exc:
+                name = "jac" if fn is jac else "fun"
+                raise _Unsupported(
+                    f"{name} does not compile for arguments ({shown}):\n{_describe(exc)}",
+                    TypeError,
+                ) from exc
+        out = fun.overloads[argtypes].signature.return_type
+        grad = gradient.overloads[argtypes].signature.return_type
+        if jac is None:
+            if not (isinstance(out, nbtypes.BaseTuple) and len(out) == 2):
+                raise _Unsupported(f"fun must return (f, g) when jac=True; it returns {out}",
+                                   TypeError)
+            out, grad = out[0], out[1]
+        if not isinstance(out, (nbtypes.Float, nbtypes.Integer)):
+            raise _Unsupported(f"fun must return a real scalar f; it returns {out}", TypeError)
+        if not (isinstance(grad, nbtypes.Array) and grad.ndim == x.ndim
+                and grad.dtype == x.dtype):
+            raise _Unsupported(
+                f"the gradient must be an array of x's dtype and ndim ({x.dtype}, {x.ndim}-d): "
+                f"nadam never mixes precisions; it is {grad}",
+                TypeError,
+            )
+
+    def _compile(self, arguments: tuple) -> Any:
+        self._check_types()
+        m = self._m
+        driver = _driver(self._fun, self._jac, m.state.optimizer._step)
+        start = time.perf_counter()
+        try:
+            driver.compile(tuple(numba.typeof(a) for a in arguments))
+        except NumbaError as exc:
+            raise _Unsupported(
+                f"the compiled loop does not compile for this run:\n{_describe(exc)}", TypeError
+            ) from exc
+        self.compile_seconds = time.perf_counter() - start
+        return driver
+
+    # -- running --------------------------------------------------------------------
+    def iterate(self, max_steps: int | None) -> tuple | None:
+        """:meth:`Minimizer._iterate`, compiled: the same outcome and state."""
+        m = self._m
+        if m.evaluate is not self._evaluate:
+            m._compiled = None  # someone hooked the evaluations: they run in Python
+            return m._iterate(max_steps)
+        s, o = m.state, m.options
+        tr = _load_tracker(s, o)
+        arguments = self._arguments(tr)
+        if self._driver is None:
+            try:
+                self._driver = self._compile(arguments)
+            except _Unsupported as exc:
+                if self._strict:
+                    raise exc.error(f"option compiled=True: {exc}") from exc.__cause__
+                m._compiled = None
+                return m._iterate(max_steps)
+        driver, ctr, g = self._driver, self._ctr, self._g
+        opt, pending = s.optimizer, m._pending
+        ctr[:] = (s.nit, s.nfev, s.njev, opt.t, 0, 0, m._callback is not None, 0)
+        end = None if max_steps is None else s.nit + max_steps
+        evaluated = False
+        f, outcome, shown = math.nan, None, time.perf_counter()
+        try:
+            while ctr[_NIT] != end and not pending:
+                before = int(ctr[_NIT])
+                ctr[_END] = before + self._chunk if end is None else min(before + self._chunk, end)
+                start = time.perf_counter()
+                code, f = driver(*arguments)
+                now = time.perf_counter()
+                ctr[_RESUME] = 0
+                evaluated = evaluated or int(ctr[_NFEV]) > s.nfev
+                if code == _BAD_GRADIENT:
+                    # The Python loop's check raises its own message for this output.
+                    m._check_output(m.evaluate(m._view, *self._batch()))
+                    raise AssertionError("the gradient's shape changed between two calls")
+                if ctr[_PAUSED]:
+                    ctr[_PAUSED] = 0
+                    try:
+                        m._callback(s.x, f, g.reshape(s.x.shape), int(ctr[_NIT]))
+                    except StopIteration:
+                        outcome = (Status.CALLBACK, f, g.reshape(s.x.shape), "")
+                        break
+                    ctr[_RESUME] = code == _CONTINUE
+                if code != _CONTINUE:
+                    what = "gradient" if math.isfinite(f) else "objective"
+                    outcome = (int(code), f, g.reshape(s.x.shape), what)
+                    break
+                if m._bar is not None and now - shown > 0.1:
+                    m._show(int(ctr[_NIT]), f, float(tr[_EMA]), 1, now)
+                    shown = now
+                done = int(ctr[_NIT]) - before
+                if done > 0:
+                    # Grow towards TARGET_SECONDS per chunk, at most 8-fold at a time.
+                    per_step = max(now - start, 1e-9) / done
+                    self._chunk = int(min(max(TARGET_SECONDS / per_step, 1), 8 * self._chunk))
+        finally:
+            s.nit, s.nfev, s.njev = int(ctr[_NIT]), int(ctr[_NFEV]), int(ctr[_NJEV])
+            opt.t = int(ctr[_T])
+            _store_tracker(s, tr)
+            if evaluated:
+                m._last = f, g.reshape(s.x.shape)
+                m._checked = True
+        return outcome

@@ -1,0 +1,509 @@
+r"""Data-parallel :func:`nadam.minimize` over MPI: ``options={"comm": comm}``.
+
+Every rank of the communicator runs the same :func:`~nadam.minimize` call on its own
+shard of the data.  Each step, each rank evaluates its objective and gradient on its
+shard; the values are summed over the ranks by **one** ``MPI_Allreduce`` on a buffer
+allocated once, and every rank applies the identical update to its copy of ``x``:
+
+.. math::
+
+    f(x) = \sum_{r=0}^{P-1} f_r(x), \qquad g(x) = \sum_{r=0}^{P-1} \nabla f_r(x),
+
+where :math:`f_r` is what ``fun`` returns on rank :math:`r`.  ``fun`` therefore
+returns *this rank's contribution*, e.g. its rows' share of the mean loss
+(the sum of its rows' losses divided by the number of rows on all ranks).
+
+Why x stays bit-identical on every rank
+---------------------------------------
+The stopping rules, the schedule, the optimizer and the bounds see only the reduced
+``(f, g)``, which ``MPI_Allreduce`` returns with the same bits on every rank (MPICH does,
+and the tests check it), and the same ``x0``.  Every rank therefore computes the same
+iterates and takes the same stopping decision at the same step: no rank is ever left
+waiting in a collective.  At set-up, one ``allgather`` checks that the ranks agree on
+everything that decides the iterates (x0, method, hyperparameters, stopping options,
+bounds, callback, minibatching) and raises the same ``ValueError`` on every rank if not.
+
+The reduction buffer
+--------------------
+One float64 buffer of ``n + 4`` elements: the gradient, then the objective and three
+control counters (ranks whose objective raised; ranks whose callback raised
+``StopIteration``; ranks whose stream of ``args`` is exhausted).  Carrying the control
+flags in the same message keeps it to one collective per step and makes every
+decision collective:
+
+* an exception in ``fun`` on one rank is re-raised on that rank, and a
+  ``RuntimeError`` is raised on the others, instead of leaving them waiting;
+* ``StopIteration`` from ``callback`` on any rank stops *every* rank at the next
+  step (the request travels in that step's reduction), status 99;
+* streamed ``args`` are read one item ahead, so that the end of any rank's stream
+  ends the run on all ranks at the same step.
+
+The buffer is float64 also for float32 ``x``: the objective keeps its float64 value
+(as in a single-process run), and a sum of float32 values accumulated in float64 and
+rounded once to float32 is exact before the rounding for all but extreme ranges of
+magnitudes, hence independent of the order in which the MPI library combines the
+ranks (which may change with the message size and the number of ranks); for two
+ranks it equals the float32 sum bit for bit (53 ≥ 2·24 + 2: the double rounding is
+innocuous).  The price is twice the bytes on the wire and a cast of the gradient into
+and out of the buffer.  For float64 ``x`` the returned gradient is a view of the buffer
+(no copy out).
+
+Minibatches
+-----------
+With ``batch_size`` = B, each rank samples B rows per step from its own shard, epoch by
+epoch (:mod:`nadam.sampling`), with the seed of rank r derived from the run's seed:
+``np.random.SeedSequence(seed, spawn_key=(r,))`` hashed to 64 bits (:func:`rank_seed`);
+with ``seed=None`` rank 0 draws the seed and shares it.  The global batch is the union of
+the ranks' batches.  The sampler's exported state is the seed and the number of batches
+drawn, the same on every rank, so the state of a run (:meth:`nadam.minimize.Minimizer.
+state_dict`, a checkpoint) is identical on all ranks: rank 0 can write it and every
+rank can read it back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .checkpoint import SIGNALS, load
+from .sampling import EPOCH, POS, Minibatches, seed_key
+from .schedules import Schedule
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .minimize import Minimizer
+
+__all__ = [
+    "AllreduceEvaluate",
+    "ShardSampler",
+    "attach",
+    "check_comm",
+    "rank_seed",
+    "read_checkpoint",
+    "shard",
+]
+
+# Offsets of the control slots after the n gradient elements of the buffer; then one
+# slot per signal of nadam.checkpoint.SIGNALS (ranks that caught it).
+_F, _ERRORS, _STOPS, _ENDED, _SIGNALS = range(5)
+_NCTRL = _SIGNALS + len(SIGNALS)
+
+
+def check_comm(comm: Any) -> Any:
+    """Validate the ``comm`` option: an mpi4py intracommunicator (``MPI.COMM_WORLD``...).
+
+    Raises
+    ------
+    TypeError
+        If ``comm`` has no ``Allreduce`` (not an mpi4py communicator).
+    ValueError
+        If it is an intercommunicator or ``MPI.COMM_NULL``.
+    """
+    missing = [
+        a for a in ("Allreduce", "allgather", "Get_rank", "Get_size") if not hasattr(comm, a)
+    ]
+    if missing:
+        raise TypeError(
+            f"option comm must be an mpi4py communicator (e.g. mpi4py.MPI.COMM_WORLD) with "
+            f"{', '.join(missing)}; got {comm!r} of type {type(comm).__name__}"
+        )
+    try:
+        inter = bool(comm.Is_inter()) if hasattr(comm, "Is_inter") else False
+        comm.Get_size()
+    except Exception as exc:  # MPI.COMM_NULL raises MPI.Exception here
+        raise ValueError(f"option comm is not a usable communicator ({comm!r}): {exc}") from None
+    if inter:
+        raise ValueError(
+            f"option comm must be an intracommunicator, got an intercommunicator {comm!r}"
+        )
+    return comm
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The sampler seed of ``rank`` in a run with ``seed``: independent streams per rank.
+
+    ``np.random.SeedSequence(seed, spawn_key=(rank,))`` is NumPy's documented way of
+    deriving independent child streams (it is ``SeedSequence(seed).spawn(P)[rank]``);
+    its first 64-bit word seeds the rank's :class:`~nadam.sampling.Minibatches`.
+
+    >>> rank_seed(0, 0) != rank_seed(0, 1)
+    True
+    """
+    word = np.random.SeedSequence(seed, spawn_key=(rank,)).generate_state(1, np.uint64)[0]
+    return int(word)
+
+
+def shard(n_rows: int, comm: Any) -> slice:
+    """The rows ``[start, stop)`` of this rank when ``n_rows`` rows are split over ``comm``.
+
+    Contiguous, in rank order, as equal as possible (the first ``n_rows % P`` ranks get
+    one row more), like :func:`numpy.array_split`.
+
+    >>> class Two:  # a stand-in for a communicator of 2 ranks, this one rank 1
+    ...     def Get_rank(self): return 1
+    ...     def Get_size(self): return 2
+    >>> shard(5, Two())
+    slice(3, 5, None)
+    """
+    rank, size = comm.Get_rank(), comm.Get_size()
+    q, r = divmod(int(n_rows), size)
+    start = rank * q + min(rank, r)
+    return slice(start, start + q + (rank < r))
+
+
+class ShardSampler(Minibatches):
+    """:class:`~nadam.sampling.Minibatches` of one rank, with a rank-independent state.
+
+    Samples exactly like ``Minibatches(args, batch_size, rank_seed(seed, rank))``.
+    :meth:`state_dict` reports the run's ``seed``, the number of batches ``draws`` drawn
+    so far (the same on every rank: they draw in lockstep) and the rows and batch size
+    of the whole communicator, so that one rank's saved state restores every rank:
+    :meth:`load_state_dict` recomputes this rank's position from ``draws``.
+    """
+
+    def __init__(
+        self, args: Any, batch_size: int, seed: int, rank: int, n_rows_all: int, batch_all: int
+    ):
+        super().__init__(args, batch_size, rank_seed(seed, rank))
+        self.seed, self.rank = int(seed), int(rank)
+        self.n_rows_all, self.batch_all = int(n_rows_all), int(batch_all)
+
+    def state_dict(self) -> dict[str, Any]:
+        """``seed``, ``draws``, ``n_rows`` and ``batch_size`` (of all ranks), as ints."""
+        rows = int(self.state[EPOCH]) * self.n_rows + int(self.state[POS])
+        return {
+            "seed": self.seed,
+            "draws": rows // self.batch_size,
+            "n_rows": self.n_rows_all,
+            "batch_size": self.batch_all,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from :meth:`state_dict` of any rank (this rank's position is recomputed)."""
+        seed, draws = int(state["seed"]), int(state["draws"])
+        if draws < 0 or seed < 0:
+            raise ValueError(f"sampler state has a negative seed or draws: {state!r}")
+        rows = draws * self.batch_size
+        # After R > 0 rows, the stream is at row R of the concatenated epochs:
+        # epoch (R-1)//n with pos in 1..n (an epoch is reshuffled only at the next draw).
+        epoch = 0 if rows == 0 else (rows - 1) // self.n_rows
+        key = seed_key(rank_seed(seed, self.rank))
+        super().load_state_dict(
+            {
+                "key": key,
+                "epoch": epoch,
+                "pos": rows - epoch * self.n_rows,
+                "n_rows": self.n_rows,
+                "batch_size": self.batch_size,
+            }
+        )
+        self.seed = seed
+
+
+class _CollectiveStream(Iterator):
+    """A rank's stream of ``args``, read one item ahead so that its end is collective.
+
+    :class:`AllreduceEvaluate` calls :meth:`prefetch` right after this rank's objective
+    has used the current item (so a generator that refills one buffer is safe), sends
+    "exhausted" in the step's reduction and sets :attr:`ended` from the sum: the next
+    ``next()`` raises ``StopIteration`` on every rank as soon as any rank's stream ended.
+    """
+
+    def __init__(self, stream: Iterator, comm: Any):
+        self._stream, self._comm = stream, comm
+        self._item: Any = None
+        self._exhausted = False
+        self._started = False
+        self.ended = False
+
+    def prefetch(self) -> float:
+        """Read the next item of this rank's stream; 1.0 if there is none, else 0.0."""
+        if not self._exhausted:
+            try:
+                self._item = next(self._stream)
+            except StopIteration:
+                self._exhausted, self._item = True, None
+        return 1.0 if self._exhausted else 0.0
+
+    def __next__(self) -> Any:
+        if not self._started:
+            # The first item has no reduction before it to carry the flag: agree once.
+            self._started = True
+            mine = self.prefetch()
+            self.ended = self._comm.allreduce(mine) > 0  # sum of 0/1 flags
+        if self.ended:
+            raise StopIteration
+        item, self._item = self._item, None
+        return item
+
+
+class AllreduceEvaluate:
+    """``evaluate(x, *args) -> (f, g)`` summed over the ranks of ``comm``.
+
+    Wraps a rank-local evaluation (``fun`` with its gradient, or finite differences of
+    it).  Per call: the local evaluation, a copy of ``g`` and ``f`` into a buffer
+    allocated once, one in-place ``Allreduce(SUM)``, and a copy out only for float32.
+    The buffer's control slots make failures, callback stops, stream ends and caught
+    signals collective (see the module's notes).
+
+    Parameters
+    ----------
+    comm : mpi4py.MPI.Intracomm
+        The communicator.
+    evaluate : callable
+        ``evaluate(x, *args) -> (f, g)`` on this rank's data.
+    x : numpy.ndarray
+        The iterate (its shape and dtype set those of the gradient).
+    check : callable, optional
+        Validates the first local output, returning ``(float(f), g)``; its exceptions
+        become collective like any other.
+    caught, pending : list of int, optional
+        The signals this rank's handlers caught, and the list the loop stops on.  A
+        signal caught by any rank is appended to ``pending`` on every rank after the
+        reduction, so all ranks stop at the same iteration boundary.
+
+    Attributes
+    ----------
+    stream : _CollectiveStream or None
+        Prefetched after each local evaluation when ``args`` is a stream.
+    stop_pending : bool
+        This rank's callback asked to stop: sent with the next reduction.
+    stop_now : bool
+        Some rank asked to stop in the previous step: the callback raises on every rank.
+    """
+
+    def __init__(
+        self,
+        comm: Any,
+        evaluate: Callable,
+        x: np.ndarray,
+        check: Callable[[Any], tuple[float, np.ndarray]] | None = None,
+        caught: list[int] | None = None,
+        pending: list[int] | None = None,
+    ):
+        from mpi4py import MPI  # a comm was given, so mpi4py is imported already
+
+        self.comm, self._evaluate, self._check = comm, evaluate, check
+        self._in_place, self._sum = MPI.IN_PLACE, MPI.SUM
+        n = x.size
+        self._buf = np.zeros(n + _NCTRL, np.float64)
+        self._gsum = self._buf[:n].reshape(x.shape)
+        self._ctrl = self._buf[n:]
+        # float64: hand out the reduced gradient in place; float32: one cast out per step.
+        self._gout = self._gsum if x.dtype == np.float64 else np.empty_like(x)
+        self._caught = [] if caught is None else caught
+        self._pending = [] if pending is None else pending
+        self.stream: _CollectiveStream | None = None
+        self.stop_pending = False
+        self.stop_now = False
+
+    def __call__(self, x: np.ndarray, *args: Any) -> tuple[float, np.ndarray]:
+        # The control slots are zero between calls (a reduction of zeros is zero, and
+        # _control zeroes them after a nonzero one): per step only f is written and
+        # a flag only when raised, which keeps the Python cost of a step to ~2 µs.
+        ctrl = self._ctrl
+        error = None
+        try:
+            out = self._evaluate(x, *args)
+            if self._check is not None:
+                f, g = self._check(out)
+                self._check = None
+            else:
+                f, g = out
+            np.copyto(self._gsum, g)  # also float32 -> float64, exactly
+            ctrl[_F] = f
+            if self.stream is not None:
+                ctrl[_ENDED] = self.stream.prefetch()
+        except Exception as exc:
+            # Take part in the reduction anyway, flagging the failure: the other ranks
+            # must not wait forever in a collective this rank will never call.
+            error = exc
+            ctrl[_F] = ctrl[_ENDED] = 0.0
+            ctrl[_ERRORS] = 1.0
+        if self.stop_pending:
+            ctrl[_STOPS] = 1.0
+            self.stop_pending = False
+        if self._caught:
+            for k, sig in enumerate(SIGNALS):
+                ctrl[_SIGNALS + k] = 1.0 if sig in self._caught else 0.0
+        self.comm.Allreduce(self._in_place, self._buf, self._sum)
+        f, *flags = ctrl.tolist()
+        if any(flags):
+            self._control(error, *flags)
+        gout = self._gout
+        if gout is not self._gsum:
+            np.copyto(gout, self._gsum)  # float32: one rounding of the float64 sum
+        return f, gout
+
+    def _control(self, error, errors, stops, ended, *signals) -> None:
+        # Acts on the reduced flags (the same on every rank) and zeroes them.
+        self._ctrl[_F + 1 :] = 0.0
+        if error is not None:
+            raise error
+        if errors:
+            raise RuntimeError(
+                f"the objective raised an exception on {int(errors)} other rank(s) of the "
+                "communicator (see their tracebacks); every rank stops"
+            )
+        if stops:
+            self.stop_now = True
+        if ended:
+            self.stream.ended = True
+        if not self._pending:
+            for sig, count in zip(SIGNALS, signals, strict=True):
+                if count:  # some rank caught it: every rank stops after this step
+                    self._pending.append(int(sig))
+                    break
+
+    def callback(self, callback: Callable) -> Callable:
+        """Make ``callback``'s ``StopIteration`` collective (see the module's notes)."""
+
+        def call(x, f, g, nit):
+            if self.stop_now:
+                raise StopIteration  # some rank asked at the previous step: all stop now
+            try:
+                return callback(x, f, g, nit)
+            except StopIteration:
+                self.stop_pending = True
+
+        return call
+
+
+def _describe(value: Any) -> str:
+    # Plain hyperparameters by value; a callable schedule by its name only (its repr
+    # holds a memory address, which differs between processes).
+    if isinstance(value, Schedule) or not callable(value):
+        return repr(value)
+    return f"<callable {getattr(value, '__qualname__', type(value).__name__)}>"
+
+
+def _signature(m: Minimizer) -> tuple:
+    """What must be equal on every rank for the ranks to compute the same iterates."""
+    s, o = m.state, m.options
+    x = s.x
+    digest = hashlib.blake2b(x.data, digest_size=16)  # x0 after projection onto the bounds
+    if m._box is not None:
+        for b in m._box:
+            digest.update(np.ascontiguousarray(b).data)
+    hyper = s.optimizer.state_dict()["hyper"]
+    return (
+        ("x0 (shape, dtype, bytes) or bounds", x.shape, x.dtype.str, digest.hexdigest()),
+        (
+            "method and hyperparameters",
+            s.optimizer.rule.name,
+            sorted((k, _describe(v)) for k, v in hyper.items()),
+        ),
+        (
+            "stopping options",
+            tuple(
+                o[k]
+                for k in ("maxiter", "gtol", "patience", "min_delta", "smoothing", "return_best")
+            ),
+        ),
+        ("callback given", m._callback is not None),
+        ("batch_size and seed", o["batch_size"], o["seed"]),
+        ("args streamed", m._stream is not None),
+    )
+
+
+def attach(m: Minimizer, comm: Any) -> None:
+    """Make the :class:`~nadam.minimize.Minimizer` ``m`` data-parallel over ``comm``.
+
+    Called at the end of ``Minimizer.__init__`` when ``options["comm"]`` is given, on
+    every rank.  One ``allgather`` (the only set-up collective) checks that the ranks
+    agree (:func:`_signature`) and collects their shard sizes; then it installs the
+    rank's :class:`ShardSampler`, the :class:`AllreduceEvaluate` hook, the collective
+    callback and stream, and keeps the progress bar on rank 0 only.
+
+    Raises
+    ------
+    TypeError, ValueError
+        On every rank, if ``comm`` is not a communicator, the ranks disagree, or any
+        rank cannot sample its shard.
+    """
+    comm = check_comm(comm)
+    rank = comm.Get_rank()
+    o = m.options
+    batch, seed = o["batch_size"], o["seed"]
+    problem, sampler, n_rows = "", None, 0
+    if batch is not None:
+        if seed is None:  # rank 0's draw is shared below: one seed for the whole run
+            seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> np.uint64(1))
+        try:  # built here, where a failure can be shared instead of stranding the others
+            seed_key(seed)  # validates seed, with its own message
+            sampler = ShardSampler(m._args, batch, seed, rank, 0, 0)
+            n_rows = sampler.n_rows
+        except (TypeError, ValueError) as exc:
+            problem = f"{type(exc).__name__}: {exc}"
+    mine = (_signature(m), n_rows, batch, seed, problem)
+    everyone = comm.allgather(mine)
+
+    for r, (_, _, _, _, msg) in enumerate(everyone):
+        if msg:
+            raise ValueError(f"option comm: rank {r} cannot sample its args: {msg}")
+    reference = everyone[0][0]
+    for r, (sig, *_rest) in enumerate(everyone):
+        for (label, *theirs), (_, *ours) in zip(sig, reference, strict=True):
+            if theirs != ours:
+                raise ValueError(
+                    f"option comm: rank {r} and rank 0 disagree on {label} "
+                    f"({theirs!r} vs {ours!r}); every rank must call minimize with the same "
+                    "x0, method, options (but its own args), bounds and callback "
+                    "(e.g. x0 = comm.bcast(x0, root=0))"
+                )
+
+    if batch is not None:
+        if all(e[2] == e[1] for e in everyone):
+            sampler = None  # every rank's batch is its whole shard: the full batch
+        else:
+            # A sampler on every rank (even one whose batch is all its rows), so that
+            # the final full-data evaluation happens on all ranks or on none.
+            sampler.n_rows_all = sum(e[1] for e in everyone)
+            sampler.batch_all = sum(e[2] for e in everyone)
+            if seed != everyone[0][3]:  # seed=None: take rank 0's
+                sampler.load_state_dict({"seed": everyone[0][3], "draws": 0})
+        m.state.sampler = sampler
+
+    # The signal handlers fill their own list; the loop stops on m._pending, which the
+    # reductions fill on every rank at once (nadam.minimize.Minimizer._advance).
+    m._caught = []
+    reducer = AllreduceEvaluate(
+        comm, m.evaluate, m.state.x, check=m._check_output, caught=m._caught, pending=m._pending
+    )
+    m.evaluate = reducer
+    if m._callback is not None:
+        m._callback = reducer.callback(m._callback)
+    if m._stream is not None:
+        reducer.stream = m._stream = _CollectiveStream(m._stream, comm)
+    if rank != 0:
+        o["disp"] = False  # one progress bar, not one per rank
+
+
+def read_checkpoint(comm: Any, path: str, resume: bool) -> tuple[dict, dict] | None:
+    """Rank 0 reads the checkpoint ``path`` (if ``resume`` and it exists); every rank gets it.
+
+    One read of the file per job rather than one per rank (thousands of ranks opening
+    one file is a metadata storm on a parallel file system), and it works with a path
+    that only rank 0 can see.  Errors are raised on every rank alike.
+
+    Returns
+    -------
+    (state, meta) or None
+        As :func:`nadam.checkpoint.load`; None where there is nothing to resume.
+    """
+    from mpi4py.util import pkl5  # pickle-5 messages: no size limit, no extra copies
+
+    loaded, problem = None, None
+    if comm.Get_rank() == 0 and resume and os.path.exists(path):
+        try:
+            loaded = load(path)
+        except (OSError, ValueError) as exc:
+            problem = (type(exc), str(exc))
+    loaded, problem = pkl5.Intracomm(comm).bcast((loaded, problem), root=0)
+    if problem is not None:
+        kind, message = problem
+        raise (kind if kind in (FileNotFoundError, ValueError) else OSError)(message)
+    return loaded

@@ -1,0 +1,243 @@
+r"""Reproducible minibatches: a counter-based RNG and an epoch-wise shuffler.
+
+The same compiled functions draw the batch indices for the Python loop of
+:func:`nadam.minimize` and for compiled loops, so both see bit-identical batches
+for the same seed.  NumPy's ``Generator`` is deliberately not used: its state
+cannot be carried into ``@njit`` code, and its streams may change between NumPy
+versions.
+
+Semantics
+---------
+Rows are drawn *without replacement, epoch by epoch*.  The index stream is the
+concatenation of independent uniformly random permutations of
+:math:`0, \dots, N-1`, one per epoch, and batch :math:`k` is the block
+:math:`[kB, (k+1)B)` of that stream.  Every row is therefore seen exactly once
+per epoch and every batch has exactly :math:`B` rows.  When :math:`N` is not a
+multiple of :math:`B`, the batch that crosses the end of an epoch takes the
+last rows of that epoch and the first rows of the next (so it may hold one
+row twice); no row is ever dropped.
+
+The permutation of epoch :math:`e` is a Fisher-Yates shuffle of the identity
+driven by SplitMix64 (Steele, Lea & Flood, 2014) started from a state derived
+from ``(key, e)`` only, and integers in :math:`[0, m)` are drawn by rejection,
+so they are exactly uniform.  The sampler's whole state is three integers
+``(key, epoch, pos)`` (``pos`` rows of the current epoch used so far); the
+permutation is a cache recomputed from them, which keeps checkpoints tiny.
+
+>>> import numpy as np
+>>> from nadam.sampling import Minibatches
+>>> X, y = np.arange(10.0).reshape(5, 2), np.arange(5.0)
+>>> mb = Minibatches((X, y, "not sampled"), batch_size=2, seed=0)
+>>> Xb, yb, tag = mb.next()
+>>> Xb.shape, yb.shape, tag
+((2, 2), (2,), 'not sampled')
+>>> bool(np.all(Xb[:, 0] == 2 * yb))       # rows stay aligned across arrays
+True
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from numba import njit
+
+__all__ = ["Minibatches", "mix64", "next_batch", "seed_key", "shuffle"]
+
+# SplitMix64's constants: the odd increment (2**64 / golden ratio) and the
+# multipliers of its finaliser (Stafford's "Mix13").
+GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+#: Indices of the sampler state vector.
+KEY, EPOCH, POS = range(3)
+
+
+@njit(cache=True)
+def mix64(z):
+    """SplitMix64's finaliser: a bijection of uint64 with good avalanche."""
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True)
+def _below(s, bound):
+    # Advance the SplitMix64 counter and return (counter, uniform int in [0, bound)).
+    # r % bound is biased for the lowest 2**64 mod bound values of r: reject them.
+    b = np.uint64(bound)
+    reject = (np.uint64(0) - b) % b
+    while True:
+        s += GAMMA
+        r = mix64(s)
+        if r >= reject:
+            return s, np.int64(r % b)
+
+
+@njit(cache=True)
+def shuffle(perm, key, epoch):
+    """Fill ``perm`` with the permutation of epoch ``epoch`` (in place, returns None).
+
+    Parameters
+    ----------
+    perm : numpy.ndarray of int64, shape (N,)
+        Overwritten with a uniformly random permutation of ``0 .. N-1``.
+    key : int64
+        The sampler's key (the bits of a uint64), from :func:`seed_key`.
+    epoch : int64
+        Epoch number; each epoch has its own, independent stream.
+    """
+    n = perm.shape[0]
+    for i in range(n):
+        perm[i] = i
+    s = mix64(np.uint64(key) ^ mix64(np.uint64(epoch) + GAMMA))
+    for i in range(n - 1, 0, -1):
+        s, j = _below(s, i + 1)
+        tmp = perm[i]
+        perm[i] = perm[j]
+        perm[j] = tmp
+
+
+@njit(cache=True)
+def next_batch(state, perm, idx):
+    """Write the next ``idx.shape[0]`` row indices into ``idx`` and advance ``state``.
+
+    Mutates ``state`` (``int64[3]``: key, epoch, pos), ``perm`` (the current
+    epoch's permutation, reshuffled when an epoch ends) and ``idx``; returns None.
+    """
+    n = perm.shape[0]
+    pos = state[POS]
+    for k in range(idx.shape[0]):
+        if pos == n:
+            state[EPOCH] += 1
+            shuffle(perm, state[KEY], state[EPOCH])
+            pos = 0
+        idx[k] = perm[pos]
+        pos += 1
+    state[POS] = pos
+
+
+def seed_key(seed: int | None) -> int:
+    """The 64-bit sampler key for ``seed`` (as the bits of an int64).
+
+    ``None`` draws fresh entropy from the operating system (not reproducible).
+    Any non-negative integer is accepted; it is hashed with
+    :class:`numpy.random.SeedSequence`, at set-up only.
+    """
+    if seed is not None:
+        try:
+            seed = operator.index(seed)
+        except TypeError:
+            raise TypeError(
+                f"seed must be a non-negative int or None, got {seed!r} "
+                f"of type {type(seed).__name__}"
+            ) from None
+        if isinstance(seed, bool) or seed < 0:
+            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+    word = np.random.SeedSequence(seed).generate_state(1, np.uint64)[0]
+    return int(word.view(np.int64))
+
+
+class Minibatches:
+    """Row-sampled views of a tuple of arguments, filled in place each step.
+
+    Every :class:`numpy.ndarray` of ``args`` with at least one dimension is
+    sampled along axis 0 (all with the same rows); anything else (scalars,
+    0-d arrays, other objects) is passed through unchanged.  The batch buffers
+    are allocated once; :meth:`next` refills them and returns the same tuple
+    every time, so the loop allocates nothing per step.
+
+    Parameters
+    ----------
+    args : tuple
+        The objective's extra arguments.
+    batch_size : int
+        Rows per batch, ``1 <= batch_size <= N``.
+    seed : int or None
+        See :func:`seed_key`.
+
+    Raises
+    ------
+    ValueError
+        If no argument is an array with rows, the arrays' lengths differ, or
+        ``batch_size`` is out of range.
+    TypeError
+        If ``batch_size`` is not an integer.
+
+    Notes
+    -----
+    A function receiving a batch must not keep it between calls: the buffers
+    are overwritten by the next batch.
+    """
+
+    def __init__(self, args: Sequence[Any], batch_size: int, seed: int | None = None):
+        sampled = [i for i, a in enumerate(args) if isinstance(a, np.ndarray) and a.ndim >= 1]
+        if not sampled:
+            raise ValueError(
+                "batch_size needs at least one NumPy array in args to sample rows from; "
+                f"got args of types {[type(a).__name__ for a in args]}"
+            )
+        lengths = {i: args[i].shape[0] for i in sampled}
+        if len(set(lengths.values())) > 1:
+            raise ValueError(
+                "the arrays in args must have the same length along axis 0 to be sampled "
+                f"together; got lengths {', '.join(f'args[{i}]: {n}' for i, n in lengths.items())}"
+            )
+        n = next(iter(lengths.values()))
+        if isinstance(batch_size, (bool, np.bool_)) or not isinstance(
+            batch_size, (int, np.integer)
+        ):
+            raise TypeError(f"batch_size must be an int, got {batch_size!r}")
+        if not 1 <= batch_size <= n:
+            raise ValueError(
+                f"batch_size must be between 1 and the number of rows ({n}), got {batch_size}"
+            )
+        self.n_rows = int(n)
+        self.batch_size = int(batch_size)
+        self._sources = tuple(args[i] for i in sampled)
+        buffers = [np.empty((self.batch_size, *a.shape[1:]), a.dtype) for a in self._sources]
+        self._pairs = tuple(zip(self._sources, buffers, strict=True))
+        batch = list(args)
+        for i, buf in zip(sampled, buffers, strict=True):
+            batch[i] = buf
+        self.batch = tuple(batch)
+        self.idx = np.empty(self.batch_size, np.int64)
+        self.state = np.array([seed_key(seed), 0, 0], np.int64)
+        self.perm = np.empty(self.n_rows, np.int64)
+        shuffle(self.perm, self.state[KEY], self.state[EPOCH])
+
+    def next(self) -> tuple:
+        """Sample the next batch into the buffers and return the batch tuple."""
+        next_batch(self.state, self.perm, self.idx)
+        idx = self.idx
+        for src, buf in self._pairs:
+            # mode="clip": with the default "raise", NumPy buffers `out` (a copy per call).
+            np.take(src, idx, axis=0, out=buf, mode="clip")
+        return self.batch
+
+    def state_dict(self) -> dict[str, Any]:
+        """The sampler's state: ``key``, ``epoch``, ``pos`` and the sizes, as ints."""
+        key, epoch, pos = (int(v) for v in self.state)
+        return {
+            "key": key,
+            "epoch": epoch,
+            "pos": pos,
+            "n_rows": self.n_rows,
+            "batch_size": self.batch_size,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue exactly from :meth:`state_dict` (the permutation is recomputed)."""
+        mine = (self.n_rows, self.batch_size)
+        theirs = (state["n_rows"], state["batch_size"])
+        if theirs != mine:
+            raise ValueError(
+                f"sampler state is for n_rows, batch_size = {theirs}; this sampler has {mine}"
+            )
+        if not 0 <= state["pos"] <= self.n_rows or state["epoch"] < 0:
+            raise ValueError(f"sampler state has an invalid epoch or pos: {state!r}")
+        self.state[:] = (state["key"], state["epoch"], state["pos"])
+        shuffle(self.perm, self.state[KEY], self.state[EPOCH])

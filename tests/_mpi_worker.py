@@ -1,0 +1,409 @@
+"""The MPI side of ``tests/test_mpi.py``: run under ``mpiexec -n 2``, never by pytest.
+
+Usage: ``mpiexec -n 2 python tests/_mpi_worker.py OUTDIR``.  Every rank runs every
+scenario below and pickles a dict ``{scenario: outcome}`` to ``OUTDIR/rank<r>.pkl``;
+the tests compare the ranks' outcomes with each other and with single-process runs
+computed here on the whole data.  An outcome is whatever the scenario returns, or
+``("raised", type name, message)``.  A hang (a rank left in a collective) is turned
+into a failure by ``faulthandler`` (which dumps the stacks and exits), never into a
+stuck test run.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import os
+import pickle
+import sys
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+faulthandler.dump_traceback_later(
+    float(os.environ.get("NADAM_MPI_WORKER_TIMEOUT", "90")), exit=True
+)
+
+from mpi4py import MPI  # noqa: E402
+
+import nadam  # noqa: E402
+from nadam.minimize import Minimizer  # noqa: E402
+from nadam.mpi import rank_seed, shard  # noqa: E402
+from nadam.sampling import Minibatches  # noqa: E402
+
+COMM = MPI.COMM_WORLD
+RANK, SIZE = COMM.Get_rank(), COMM.Get_size()
+
+# A logistic regression: 1001 rows, split 501 / 500 (unequal shards on purpose).
+N, D = 1001, 6
+_rng = np.random.default_rng(42)
+X = _rng.normal(size=(N, D))
+Y = (X @ np.linspace(-1.0, 1.0, D) + 0.5 * _rng.normal(size=N) > 0).astype(np.float64)
+ROWS = shard(N, COMM)
+OUTDIR = Path(".")  # set by main()
+
+
+def logistic(scale: float):
+    """``(sum of the rows' losses / scale, gradient)``: with ``scale`` = all ranks' rows,
+    this rank's share of the mean loss."""
+
+    def fun(w, X, y):
+        z = X @ w
+        p = 1.0 / (1.0 + np.exp(-z))
+        return np.sum(np.logaddexp(0.0, z) - y * z) / scale, X.T @ (p - y) / scale
+
+    return fun
+
+
+def loss_only(w, X, y):
+    z = X @ w
+    return np.sum(np.logaddexp(0.0, z) - y * z) / N
+
+
+def outcome(res) -> dict:
+    return {
+        "x": np.array(res.x),
+        "fun": float(res.fun),
+        "jac": np.array(res.jac),
+        "nit": int(res.nit),
+        "nfev": int(res.nfev),
+        "status": int(res.status),
+        "message": res.message,
+    }
+
+
+def both(fun, x0, opts, mpi_args=None, serial_args=(X, Y), **kw):
+    """The MPI run on this rank's shard and the single-process run on all rows."""
+    mpi_args = (X[ROWS], Y[ROWS]) if mpi_args is None else mpi_args
+    par = nadam.minimize(fun, x0, args=mpi_args, options={**opts, "comm": COMM}, **kw)
+    ser = nadam.minimize(fun, x0, args=serial_args, options=opts, **kw)
+    return {"mpi": outcome(par), "serial": outcome(ser)}
+
+
+# -- scenarios (each returns something picklable) -------------------------------------------
+
+
+def allreduce_bits():
+    """MPICH's in-place Allreduce(SUM) returns the same bits on every rank (several sizes,
+    hence several algorithms), for values whose sum rounds differently in each order."""
+    out = {}
+    for n in (1, 7, 1000, 100_003, 1_000_000):
+        buf = np.random.default_rng(RANK + 10 * n).normal(size=n) * 10.0 ** (3 * RANK)
+        COMM.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+        out[n] = buf
+    return out
+
+
+def full_batch_adam():
+    return both(logistic(N), np.zeros(D), {"lr": 0.05, "maxiter": 300}, jac=True)
+
+
+def full_batch_sgd_gtol():
+    # Momentum SGD to gtol: a contraction, so the runs agree to rounding at convergence.
+    return both(
+        logistic(N),
+        np.zeros(D),
+        {"lr": 0.5, "momentum": 0.5, "maxiter": 5000, "gtol": 1e-8},
+        method="sgd",
+        jac=True,
+    )
+
+
+def full_batch_float32():
+    return both(
+        logistic(N),
+        np.zeros(D, np.float32),
+        {"lr": 0.05, "maxiter": 200},
+        jac=True,
+        mpi_args=(X[ROWS].astype(np.float32), Y[ROWS].astype(np.float32)),
+        serial_args=(X.astype(np.float32), Y.astype(np.float32)),
+    )
+
+
+def finite_differences():
+    return both(loss_only, np.zeros(D), {"lr": 0.05, "maxiter": 50}, jac="3-point")
+
+
+def bounds_and_plateau():
+    lr = nadam.schedules.reduce_on_plateau(0.1, factor=0.5, patience=5)
+    return both(
+        logistic(N),
+        np.zeros(D),
+        {"lr": lr, "maxiter": 200, "patience": 20},
+        jac=True,
+        bounds=[(-0.3, 0.3)] * D,
+    )
+
+
+def comm_self():
+    """A communicator of one rank reduces nothing: bit-identical to no comm at all."""
+    opts = {"lr": 0.05, "maxiter": 100}
+    par = nadam.minimize(
+        logistic(N), np.zeros(D), args=(X, Y), jac=True, options={**opts, "comm": MPI.COMM_SELF}
+    )
+    ser = nadam.minimize(logistic(N), np.zeros(D), args=(X, Y), jac=True, options=opts)
+    return {"mpi": outcome(par), "serial": outcome(ser)}
+
+
+def minibatch():
+    """Each rank samples 16 rows of its shard with rank_seed(seed, rank); the single-process
+    reference replays the same batches (concatenated) as a stream."""
+    b, seed, steps = 16, 7, 150
+    opts = {"lr": 0.05, "maxiter": steps, "batch_size": b, "seed": seed}
+    res = nadam.minimize(
+        logistic(b * SIZE),
+        np.zeros(D),
+        args=(X[ROWS], Y[ROWS]),
+        jac=True,
+        options={**opts, "comm": COMM},
+    )
+    samplers = [
+        Minibatches((X[shard_r], Y[shard_r]), b, rank_seed(seed, r))
+        for r, shard_r in enumerate(_shards())
+    ]
+
+    def stream():
+        for _ in range(steps + 1):
+            parts = [s.next() for s in samplers]
+            yield tuple(np.concatenate(a) for a in zip(*parts, strict=True))
+
+    ref = nadam.minimize(
+        logistic(b * SIZE),
+        np.zeros(D),
+        args=stream(),
+        jac=True,
+        options={"lr": 0.05, "maxiter": steps},
+    )
+    return {"mpi": outcome(res), "replay": outcome(ref)}
+
+
+def _shards():
+    class Rank:
+        def __init__(self, r):
+            self.r = r
+
+        def Get_rank(self):
+            return self.r
+
+        def Get_size(self):
+            return SIZE
+
+    return [shard(N, Rank(r)) for r in range(SIZE)]
+
+
+def minibatch_resume():
+    """Rank 0's state after 40 steps, loaded on every rank, continues bit for bit."""
+    kw = dict(
+        args=(X[ROWS], Y[ROWS]),
+        jac=True,
+        options={"lr": 0.05, "maxiter": 120, "batch_size": 32, "seed": 5, "comm": COMM},
+    )
+    whole = Minimizer(logistic(32 * SIZE), np.zeros(D), **kw).run()
+    first = Minimizer(logistic(32 * SIZE), np.zeros(D), **kw)
+    assert first.run(40) is None
+    state = COMM.bcast(first.state_dict() if RANK == 0 else None, root=0)
+    mine = first.state_dict()
+    same_state = all(
+        np.array_equal(np.asarray(state[k]), np.asarray(mine[k])) for k in state
+    ) and set(state) == set(mine)
+    second = Minimizer(logistic(32 * SIZE), np.zeros(D), **kw)
+    second.load_state_dict(state)
+    resumed = second.run()
+    return {"whole": outcome(whole), "resumed": outcome(resumed), "same_state": same_state}
+
+
+def callback_stop_on_one_rank():
+    """StopIteration raised by rank 1's callback only, at nit 5: every rank stops at nit 6."""
+    seen = []
+
+    def cb(xk):
+        seen.append(1)
+        if RANK == SIZE - 1 and len(seen) == 5:
+            raise StopIteration
+
+    res = nadam.minimize(
+        logistic(N),
+        np.zeros(D),
+        args=(X[ROWS], Y[ROWS]),
+        jac=True,
+        callback=cb,
+        options={"lr": 0.05, "maxiter": 100, "comm": COMM},
+    )
+    return {**outcome(res), "calls": len(seen)}
+
+
+def error_on_one_rank():
+    """An exception in rank 1's objective: rank 1 re-raises it, the others raise too."""
+    calls = []
+
+    def fun(w, X, y):
+        calls.append(1)
+        if RANK == SIZE - 1 and len(calls) == 4:
+            raise ZeroDivisionError("boom on the last rank")
+        return logistic(N)(w, X, y)
+
+    nadam.minimize(
+        fun,
+        np.zeros(D),
+        args=(X[ROWS], Y[ROWS]),
+        jac=True,
+        options={"lr": 0.05, "maxiter": 100, "comm": COMM},
+    )
+    return "no exception"
+
+
+def bad_output_on_one_rank():
+    """A gradient of the wrong shape from one rank only: a collective error at step 0."""
+
+    def fun(w, X, y):
+        f, g = logistic(N)(w, X, y)
+        return f, (g[:-1] if RANK == 0 else g)
+
+    nadam.minimize(
+        fun, np.zeros(D), args=(X[ROWS], Y[ROWS]), jac=True, options={"comm": COMM, "maxiter": 5}
+    )
+    return "no exception"
+
+
+def x0_differs():
+    nadam.minimize(
+        logistic(N),
+        np.full(D, float(RANK)),
+        args=(X[ROWS], Y[ROWS]),
+        jac=True,
+        options={"comm": COMM, "maxiter": 5},
+    )
+    return "no exception"
+
+
+def batch_too_large_on_one_rank():
+    rows = slice(0, 10) if RANK == 0 else ROWS
+    nadam.minimize(
+        logistic(N),
+        np.zeros(D),
+        args=(X[rows], Y[rows]),
+        jac=True,
+        options={"comm": COMM, "maxiter": 5, "batch_size": 20},
+    )
+    return "no exception"
+
+
+def streams_of_unequal_length():
+    """Rank r streams 5 + 2r batches: every rank stops when the shortest ends, at nit 5."""
+    n_items = 5 + 2 * RANK
+    chunks = np.array_split(np.arange(ROWS.stop - ROWS.start), n_items)
+    xs, ys = X[ROWS], Y[ROWS]
+    res = nadam.minimize(
+        logistic(N),
+        np.zeros(D),
+        args=((xs[c], ys[c]) for c in chunks),
+        jac=True,
+        options={"lr": 0.05, "maxiter": 100, "comm": COMM},
+    )
+    return outcome(res)
+
+
+def shard_sampler_when_batch_is_a_whole_shard():
+    """Rank 0's batch is its whole shard, the others sample: all evaluate at the end."""
+    rows = slice(0, 20) if RANK == 0 else ROWS
+    res = nadam.minimize(
+        logistic(20 * SIZE),
+        np.zeros(D),
+        args=(X[rows], Y[rows]),
+        jac=True,
+        options={"lr": 0.05, "maxiter": 30, "batch_size": 20, "seed": 1, "comm": COMM},
+    )
+    return outcome(res)
+
+
+def checkpoint_and_preemption():
+    """SIGTERM on the last rank only: every rank stops at the same boundary, rank 0 alone
+    writes the checkpoint, and resuming (rank 0 reads, all continue) ends bit-identical
+    to an uninterrupted run.  The last rank's checkpoint path is in a directory of its
+    own, where no file ever appears: resuming does not need the file to be visible there."""
+    import signal
+
+    from nadam import checkpoint
+
+    folder = OUTDIR if RANK == 0 else OUTDIR / f"rank{RANK}-only"
+    folder.mkdir(exist_ok=True)
+    path = str(folder / "run.npz")
+    writes = []
+    real_save = checkpoint.save
+
+    def counting_save(*a, **k):
+        writes.append(1)
+        return real_save(*a, **k)
+
+    checkpoint.save = counting_save
+    calls = []
+
+    def cb(xk):
+        calls.append(1)
+        if RANK == SIZE - 1 and len(calls) == 30:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    opts = {"lr": 0.05, "maxiter": 100, "batch_size": 32, "seed": 5, "comm": COMM}
+    kw = dict(args=(X[ROWS], Y[ROWS]), jac=True)
+    try:
+        whole = nadam.minimize(logistic(32 * SIZE), np.zeros(D), options=opts, **kw)
+        ckpt = {"checkpoint": path, "checkpoint_every": 20, "resume": True}
+        stopped = nadam.minimize(
+            logistic(32 * SIZE), np.zeros(D), callback=cb, options={**opts, **ckpt}, **kw
+        )
+        writes_before = len(writes)
+        resumed = nadam.minimize(logistic(32 * SIZE), np.zeros(D), options={**opts, **ckpt}, **kw)
+    finally:
+        checkpoint.save = real_save
+    return {
+        "whole": outcome(whole),
+        "stopped": outcome(stopped),
+        "resumed": outcome(resumed),
+        "writes_until_stop": writes_before,
+        "writes": len(writes),
+        "files": sorted(p.name for p in folder.iterdir() if p.is_file()),
+    }
+
+
+SCENARIOS = [
+    allreduce_bits,
+    full_batch_adam,
+    full_batch_sgd_gtol,
+    full_batch_float32,
+    finite_differences,
+    bounds_and_plateau,
+    comm_self,
+    minibatch,
+    minibatch_resume,
+    callback_stop_on_one_rank,
+    error_on_one_rank,
+    bad_output_on_one_rank,
+    x0_differs,
+    batch_too_large_on_one_rank,
+    streams_of_unequal_length,
+    shard_sampler_when_batch_is_a_whole_shard,
+    checkpoint_and_preemption,
+]
+
+
+def main(outdir: str) -> None:
+    global OUTDIR
+    OUTDIR = Path(outdir)
+    results: dict = {"size": SIZE}
+    names = sys.argv[2:] or [s.__name__ for s in SCENARIOS]
+    for scenario in SCENARIOS:
+        if scenario.__name__ not in names:
+            continue
+        try:
+            results[scenario.__name__] = scenario()
+        except Exception as exc:
+            results[scenario.__name__] = ("raised", type(exc).__name__, str(exc))
+            if os.environ.get("NADAM_MPI_WORKER_VERBOSE"):
+                traceback.print_exc()
+        COMM.Barrier()  # a scenario that strands a rank shows up here, under faulthandler
+    with open(Path(outdir) / f"rank{RANK}.pkl", "wb") as fh:
+        pickle.dump(results, fh)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

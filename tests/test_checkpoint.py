@@ -1,0 +1,470 @@
+"""How a run stops and comes back: checkpoints, resumption, preemption, non-finite values.
+
+The promise tested here: a run killed at any moment (SIGKILL, in a subprocess)
+and resumed from its checkpoint, as often as it takes, ends bit for bit where an
+uninterrupted run ends; SIGTERM and SIGINT stop it cleanly at the next iteration
+boundary with the checkpoint written; a checkpoint of another run, or a damaged
+one, is a clear error; and a non-finite objective or gradient stops the run on
+the last finite iterate.
+"""
+
+from __future__ import annotations
+
+import doctest
+import importlib.util
+import json
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nadam
+from nadam import checkpoint
+from nadam.checkpoint import SIGNALS
+from nadam.minimize import Status
+
+HERE = Path(__file__).resolve().parent
+WORKER = HERE / "_preempt_worker.py"
+_spec = importlib.util.spec_from_file_location("_preempt_worker", WORKER)
+worker = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(worker)
+
+POSIX = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
+TIMEOUT = 60.0  # seconds for a subprocess to reach a checkpoint: generous for a loaded machine
+
+
+# ---------------------------------------------------------------------------
+# Subprocesses: killed at random moments, resumed, bit-identical
+# ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference():
+    """The worker's run, uninterrupted and without checkpoints, in this process."""
+    return worker.run()
+
+
+def _start(tmp_path: Path, life: int) -> subprocess.Popen:
+    log = open(tmp_path / f"worker{life}.log", "wb")  # a file: a pipe could fill and block
+    with log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                str(WORKER),
+                str(tmp_path / "run.npz"),
+                str(tmp_path / "out.npz"),
+                "0.001",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def _wait_for_checkpoint(tmp_path: Path, proc: subprocess.Popen, after: int, life: int) -> int:
+    """Wait until the checkpoint holds more than ``after`` steps; return its step count."""
+    path = tmp_path / "run.npz"
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        if path.exists():
+            nit = checkpoint.load(path)[0]["nit"]  # os.replace: never a partial file
+            if nit > after:
+                return nit
+        if proc.poll() is not None:
+            log = (tmp_path / f"worker{life}.log").read_text()
+            pytest.fail(f"the worker exited ({proc.returncode}) before its checkpoint:\n{log}")
+        time.sleep(0.01)
+    pytest.fail(f"no checkpoint beyond step {after} after {TIMEOUT} s")
+
+
+@POSIX
+def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path, reference):
+    seed = random.randrange(2**32)
+    rng = random.Random(seed)  # the moments are random; the seed reproduces their offsets
+    nits = [0]
+    for life in range(3):
+        proc = _start(tmp_path, life)
+        try:
+            _wait_for_checkpoint(tmp_path, proc, nits[-1], life)
+            time.sleep(rng.uniform(0.0, 0.05))  # often in the middle of a write (~10 ms each)
+            assert proc.poll() is None, f"the run ended before kill {life} (seed {seed})"
+        finally:
+            proc.kill()
+            proc.wait()
+        nits.append(checkpoint.load(tmp_path / "run.npz")[0]["nit"])
+    assert nits == sorted(set(nits)), f"every life resumed and progressed: {nits} (seed {seed})"
+    assert not (tmp_path / "out.npz").exists()
+
+    resumed = worker.run(str(tmp_path / "run.npz"))
+    np.testing.assert_array_equal(resumed.x, reference.x)
+    for key in ("fun", "nit", "nfev", "njev", "status", "message"):
+        assert resumed[key] == reference[key], (key, seed)
+    # The schedule's state was carried over: reduce-on-plateau did reduce the rate.
+    assert checkpoint.load(tmp_path / "run.npz")[0]["schedule.state"][0] < 0.05
+    assert not list(tmp_path.glob(".run.npz.*.tmp")), "temporary files of killed writes remain"
+
+
+@POSIX
+def test_sigterm_checkpoints_returns_cleanly_and_resumes_bit_identical(tmp_path, reference):
+    proc = _start(tmp_path, 0)
+    try:
+        _wait_for_checkpoint(tmp_path, proc, 0, 0)
+        time.sleep(random.uniform(0.0, 0.05))
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=TIMEOUT) == 0, (tmp_path / "worker0.log").read_text()
+    finally:
+        proc.kill()
+        proc.wait()
+    with np.load(tmp_path / "out.npz") as out:
+        status, message, nit = int(out["status"]), str(out["message"]), int(out["nit"])
+    assert status == Status.INTERRUPTED == 5
+    assert message == f"Optimization interrupted by SIGTERM after {nit} iterations."
+    assert 0 < nit < worker.MAXITER
+    assert checkpoint.load(tmp_path / "run.npz")[0]["nit"] == nit  # saved where it stopped
+
+    resumed = worker.run(str(tmp_path / "run.npz"))
+    np.testing.assert_array_equal(resumed.x, reference.x)
+    for key in ("fun", "nit", "nfev", "njev", "status"):
+        assert resumed[key] == reference[key], key
+
+
+# ---------------------------------------------------------------------------
+# Signals in this process: raised by the callback at a known iteration
+# ---------------------------------------------------------------------------
+
+
+def _problem():
+    rng = np.random.default_rng(1)
+    A, b = rng.normal(size=(120, 4)), rng.normal(size=120)
+
+    def loss(x, A, b):
+        r = A @ x - b
+        return r @ r / len(b), 2 * A.T @ r / len(b)
+
+    return loss, (A, b)
+
+
+def _minimize(
+    batch_size=16, callback=None, method="adam", x0=None, args=None, bounds=None, **options
+):
+    loss, data = _problem()
+    opts = {
+        "lr": nadam.schedules.cosine(0.05, total_steps=120, warmup_steps=10),
+        "maxiter": 120,
+        "batch_size": batch_size,
+        "seed": 3,
+        **options,
+    }
+    return nadam.minimize(
+        loss,
+        np.zeros(4) if x0 is None else x0,
+        args=data if args is None else args,
+        jac=True,
+        method=method,
+        bounds=bounds,
+        callback=callback,
+        options=opts,
+    )
+
+
+def _raise_at(nit: int, *signums: int):
+    seen = []
+
+    def callback(xk):
+        seen.append(None)
+        if len(seen) == nit:
+            for signum in signums:
+                signal.raise_signal(signum)
+
+    return callback
+
+
+@pytest.fixture
+def sentinel():
+    """Handlers of our own for SIGTERM and SIGINT (restored afterwards); yields the calls."""
+    calls: list[int] = []
+
+    def handler(signum, frame):
+        calls.append(signum)
+
+    old = {sig: signal.signal(sig, handler) for sig in SIGNALS}
+    yield handler, calls
+    for sig, h in old.items():
+        signal.signal(sig, h)
+
+
+@pytest.mark.parametrize("batch_size", [16, None], ids=["minibatch", "full-batch"])
+@pytest.mark.parametrize("signum", SIGNALS, ids=lambda s: signal.Signals(s).name)
+def test_signal_finishes_the_step_checkpoints_and_resumes(tmp_path, sentinel, signum, batch_size):
+    handler, calls = sentinel
+    path = tmp_path / "run.npz"
+    opts = {"checkpoint": path, "checkpoint_every": 50, "resume": True, "batch_size": batch_size}
+    stopped = _minimize(callback=_raise_at(30, signum), **opts)
+    name = signal.Signals(signum).name
+    assert (stopped.status, stopped.success, stopped.nit) == (5, False, 31)  # step 31 finished
+    assert stopped.message == f"Optimization interrupted by {name} after 31 iterations."
+    assert calls == []  # caught by minimize, not passed on
+    assert all(signal.getsignal(sig) is handler for sig in SIGNALS)  # restored
+    state, meta = checkpoint.load(path)
+    assert state["nit"] == 31 and meta["method"] == "adam"
+    np.testing.assert_array_equal(state["x"], stopped.x)
+    loss, data = _problem()
+    assert stopped.fun == loss(stopped.x, *data)[0]  # fun is at x, on all the data
+
+    resumed = _minimize(**opts)
+    whole = _minimize(batch_size=batch_size)
+    np.testing.assert_array_equal(resumed.x, whole.x)
+    assert (resumed.nit, resumed.nfev, resumed.fun) == (whole.nit, whole.nfev, whole.fun)
+
+
+def test_interrupted_without_checkpoint_still_returns(sentinel):
+    res = _minimize(callback=_raise_at(5, signal.SIGTERM))
+    assert res.status == 5 and res.nit == 6 and np.all(np.isfinite(res.x))
+
+
+def test_a_second_signal_goes_to_the_previous_handler(sentinel):
+    handler, calls = sentinel
+    res = _minimize(callback=_raise_at(7, signal.SIGTERM, signal.SIGTERM))
+    assert calls == [signal.SIGTERM]  # the insistent second one reached our handler
+    assert res.status == 5 and res.nit == 8  # and the first one still stopped the run
+    assert all(signal.getsignal(sig) is handler for sig in SIGNALS)
+
+
+def test_ctrl_c_twice_raises_keyboard_interrupt():
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)  # Python's own
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _minimize(callback=_raise_at(7, signal.SIGINT, signal.SIGINT))
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def test_handlers_are_restored_when_the_run_raises(tmp_path, sentinel):
+    handler, _ = sentinel
+
+    def fail_at_10(xk):
+        if fail_at_10.calls == 10:
+            raise RuntimeError("boom")
+        fail_at_10.calls += 1
+
+    fail_at_10.calls = 0
+    with pytest.raises(RuntimeError, match="boom"):
+        _minimize(callback=fail_at_10, checkpoint=tmp_path / "c.npz", checkpoint_every=4)
+    assert all(signal.getsignal(sig) is handler for sig in SIGNALS)
+    assert checkpoint.load(tmp_path / "c.npz")[0]["nit"] == 8  # the last periodic one stays
+
+
+def test_ignored_signals_stay_ignored():
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)  # as in a shell's background job
+    try:
+        seen = []
+        _minimize(callback=lambda xk: seen.append(signal.getsignal(signal.SIGINT)), maxiter=3)
+        assert seen and all(h == signal.SIG_IGN for h in seen)
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
+def test_outside_the_main_thread_no_handlers_but_checkpoints(tmp_path, sentinel):
+    handler, _ = sentinel
+    out = {}
+
+    def target():
+        out["res"] = _minimize(checkpoint=tmp_path / "t.npz", checkpoint_every=10)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(TIMEOUT)
+    assert out["res"].nit == 120 and checkpoint.load(tmp_path / "t.npz")[0]["nit"] == 120
+    assert all(signal.getsignal(sig) is handler for sig in SIGNALS)
+
+
+# ---------------------------------------------------------------------------
+# When checkpoints are written; resuming a finished run
+# ---------------------------------------------------------------------------
+
+
+def test_checkpoints_at_every_multiple_and_at_the_end(tmp_path):
+    path = tmp_path / "run.npz"
+    seen = []
+
+    def callback(xk):
+        seen.append(checkpoint.load(path)[0]["nit"] if path.exists() else None)
+
+    res = _minimize(callback=callback, checkpoint=path, checkpoint_every=10, maxiter=35)
+    # callback k (after k steps) sees the checkpoint of the last multiple of 10 <= k.
+    assert seen == [None if k < 10 else k // 10 * 10 for k in range(1, 36)]
+    assert checkpoint.load(path)[0]["nit"] == res.nit == 35
+
+
+def test_resume_starts_afresh_without_a_file_and_extends_a_finished_run(tmp_path):
+    path = tmp_path / "run.npz"
+    first = _minimize(checkpoint=path, resume=True, maxiter=40)
+    assert first.nit == 40 and path.exists()
+    again = _minimize(checkpoint=path, resume=True, maxiter=40)  # a requeued finished job
+    np.testing.assert_array_equal(again.x, first.x)
+    assert again.nit == 40 and again.status == 1
+    longer = _minimize(checkpoint=path, resume=True, maxiter=60)  # maxiter may grow
+    assert longer.nit == 60
+    fresh = _minimize(checkpoint=path, resume=False, maxiter=40)  # resume=False overwrites
+    np.testing.assert_array_equal(fresh.x, first.x)
+
+
+# ---------------------------------------------------------------------------
+# Checkpoints of another run, or damaged ones: clear errors, file untouched
+# ---------------------------------------------------------------------------
+
+_OTHER_RUN = [
+    ("method", {"method": "sgd"}, "method is 'adam' in the checkpoint but 'sgd' here"),
+    ("x0 size", {"x0": np.zeros(5)}, r"shape is \[4\] in the checkpoint but \[5\] here"),
+    (
+        "dtype",
+        {"x0": np.zeros(4, np.float32)},
+        "dtype is 'float64' in the checkpoint but 'float32' here",
+    ),
+    ("batch_size", {"batch_size": 8}, "batch_size is 16 in the checkpoint but 8 here"),
+    ("seed", {"seed": 4}, "seed is 3 in the checkpoint but 4 here"),
+    ("hyperparameter", {"eps": 1e-6}, "eps is 1e-08 in the checkpoint but 1e-06 here"),
+    ("schedule", {"lr": 0.05}, r"lr is \{'schedule': 'cosine'.* in the checkpoint but 0.05 here"),
+    ("bounds", {"bounds": [(-1, 1)] * 4}, "bounds is 'none' in the checkpoint but 'bounds with"),
+    ("return_best", {"return_best": True}, "return_best is False in the checkpoint but True"),
+    (
+        "data",
+        {"args": tuple(a[:100] for a in _problem()[1])},
+        "n_rows is 120 in the checkpoint but 100 here",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "change, match", [r[1:] for r in _OTHER_RUN], ids=[r[0] for r in _OTHER_RUN]
+)
+def test_a_checkpoint_of_another_run_is_refused(tmp_path, change, match):
+    path = tmp_path / "run.npz"
+    _minimize(checkpoint=path, maxiter=10)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=match) as info:
+        _minimize(checkpoint=path, resume=True, **change)
+    assert f"checkpoint {str(path)!r} belongs to another run" in str(info.value)
+    assert "set resume=False" in str(info.value)
+    assert path.read_bytes() == before
+
+
+def _flip_a_byte_of_x(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    x = checkpoint.load(path)[0]["x"].tobytes()
+    data[data.index(x) + 3] ^= 0xFF  # the zip CRC no longer matches
+    path.write_bytes(bytes(data))
+
+
+def _rewrite_header(path: Path, **changes) -> None:
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    header = json.loads(str(arrays["__nadam_checkpoint__"]))
+    arrays["__nadam_checkpoint__"] = np.asarray(json.dumps({**header, **changes}))
+    with open(path, "wb") as fh:
+        np.savez(fh, **arrays)
+
+
+def _drop_a_key(path: Path) -> None:
+    state, meta = checkpoint.load(path)
+    del state["optimizer.t"]
+    checkpoint.save(path, state, meta)
+
+
+def _overwrite(path: Path, save, **arrays) -> None:
+    with open(path, "wb") as fh:  # a file object: np.save would append a suffix to a name
+        save(fh, **arrays)
+
+
+_DAMAGED = [
+    ("truncated", lambda p: p.write_bytes(p.read_bytes()[:300]), "not a valid nadam checkpoint"),
+    ("garbage", lambda p: p.write_bytes(b"not a checkpoint"), "not a valid nadam checkpoint"),
+    ("bit flip", _flip_a_byte_of_x, "not a valid nadam checkpoint"),
+    ("npy file", lambda p: _overwrite(p, np.save, arr=np.zeros(3)), "not an .npz archive"),
+    ("other npz", lambda p: _overwrite(p, np.savez, a=np.zeros(3)), "no nadam checkpoint header"),
+    ("format", lambda p: _rewrite_header(p, format=99), "format version 99; this version"),
+    ("missing key", _drop_a_key, r"does not fit this run: .*missing \['optimizer.t'\]"),
+]
+
+
+@pytest.mark.parametrize("damage, match", [r[1:] for r in _DAMAGED], ids=[r[0] for r in _DAMAGED])
+def test_a_damaged_checkpoint_is_refused_naming_the_file(tmp_path, damage, match):
+    path = tmp_path / "run.npz"
+    _minimize(checkpoint=path, maxiter=10)
+    damage(path)
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match=match) as info:
+        _minimize(checkpoint=path, resume=True)
+    assert repr(str(path)) in str(info.value)
+    assert path.read_bytes() == before
+
+
+def test_checkpoints_refuse_streams_and_pickles(tmp_path):
+    loss, (A, b) = _problem()
+    with pytest.raises(ValueError, match="checkpoint cannot be combined with streamed args"):
+        nadam.minimize(
+            loss,
+            np.zeros(4),
+            args=iter([(A, b)]),
+            jac=True,
+            options={"checkpoint": tmp_path / "s.npz"},
+        )
+    with pytest.raises(TypeError, match=r"state\['o'\] must be a NumPy array"):
+        checkpoint.save(tmp_path / "p.npz", {"o": np.array([None])})
+    assert not list(tmp_path.iterdir())  # nothing written, no temporary file left
+
+
+def test_module_doctest():
+    result = doctest.testmod(checkpoint, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted > 0
+
+
+# ---------------------------------------------------------------------------
+# Non-finite objective or gradient: stop on the last finite iterate
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bounded", [False, True], ids=["free", "bounds"])
+@pytest.mark.parametrize("return_best", [False, True], ids=["last", "best"])
+@pytest.mark.parametrize(
+    "bad, what",
+    [("nan f", "objective"), ("inf f", "objective"), ("nan g", "gradient"), ("inf g", "gradient")],
+)
+def test_nonfinite_stops_on_the_last_finite_iterate(bad, what, bounded, return_best):
+    seen = []
+
+    def fun(x):
+        seen.append(x.copy())
+        f, g = float(np.sum((x - 3.0) ** 2)), 2.0 * (x - 3.0)
+        if x[0] > 0.05:  # after a few steps of lr 0.01
+            # +inf f: worse than any loss; -inf g: x - g = +inf, clipped by a bound
+            value = np.nan if bad.startswith("nan") else np.inf if bad.endswith("f") else -np.inf
+            if bad.endswith("f"):
+                f = value
+            else:
+                g = g.copy()
+                g[1] = value  # one component; with bounds, one the projection would clip
+        return f, g
+
+    res = nadam.minimize(
+        fun,
+        np.zeros(3),
+        jac=True,
+        bounds=[(-1.0, 1.0)] * 3 if bounded else None,
+        options={"lr": 0.01, "return_best": return_best},
+    )
+    assert (res.status, res.success) == (3, False)
+    assert (
+        res.message == f"NaN result encountered: the {what} is not finite at iteration {res.nit}."
+    )
+    assert len(seen) == res.nit + 1 and res.nit > 0
+    assert np.all(np.isfinite(res.x))
+    expected = seen[-2] if return_best and what == "objective" else seen[-1]
+    np.testing.assert_array_equal(res.x, expected)  # the last finite iterate (or the best)

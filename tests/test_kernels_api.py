@@ -1,0 +1,244 @@
+"""The public low-level layer ``nadam.kernels``: kernels and coefficient functions called
+from Python and from a user's own ``@njit`` loop give the optimizer classes' numbers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from conftest import CLASSES, NAMES, all_variants, combo_id, grad, problem, sign_of
+from naive import SLOTS
+from numba import njit
+
+from nadam import kernels
+from nadam.kernels import cpu
+
+# Non-default values of the options every rule has (no effect on the state layout).
+COMMON = {"weight_decay": 0.05, "maximize": True}
+
+
+def class_run(name, kw, x0, a, steps):
+    x = x0.copy()
+    opt = CLASSES[name](x, **kw)
+    for _ in range(steps):
+        opt.step(grad(x, a, sign_of(kw)))
+    return x, opt
+
+
+def low_level(name, kw, dtype, n):
+    """A fresh (state, hp, aux, h) for rule ``name`` built from the public helpers."""
+    return (
+        kernels.state(name, n, dtype, **kw),
+        kernels.hyperparameters(name, **kw),
+        kernels.aux(name),
+        kernels.coefficient_buffer(name, dtype),
+    )
+
+
+def assert_state_matches(s, name, kw, opt):
+    slots = kernels.slots(name, **kw)
+    assert list(opt.state) == list(slots)
+    for row, slot in zip(s, slots, strict=True):
+        assert np.array_equal(row, opt.state[slot]), slot
+
+
+def test_public_names():
+    """Every rule has ``kernels.<name>`` and ``kernels.<name>_coefficients``, exported."""
+    for name in NAMES:
+        assert callable(getattr(kernels, name))
+        assert callable(getattr(kernels, f"{name}_coefficients"))
+        assert {name, f"{name}_coefficients"} <= set(kernels.__all__)
+    for helper in ("get", "state", "slots", "hyperparameters", "aux", "coefficient_buffer"):
+        assert helper in kernels.__all__
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("name", NAMES)
+def test_python_loop_matches_class(name, dtype):
+    """``<name>_coefficients`` then ``<name>`` from Python, with the rule's default options,
+    gives the class's parameters and state bit for bit."""
+    kw = {**COMMON, "lr": 0.03}
+    x0, a = problem(300, dtype)
+    want, opt = class_run(name, kw, x0, a, 12)
+    p = x0.copy()
+    s, hp, aux, h = low_level(name, kw, dtype, p.size)
+    kernel, coefficients = getattr(kernels, name), getattr(kernels, f"{name}_coefficients")
+    for t in range(1, 13):
+        assert coefficients(hp, t, aux, h) is None
+        assert kernel(p, grad(p, a, -1.0), s, h) is None
+    assert p.dtype == s.dtype == h.dtype == dtype
+    assert np.array_equal(p, want)
+    assert_state_matches(s, name, kw, opt)
+
+
+def _make_user_loop(kernel, coefficients):
+    """What an HPC user writes: a compiled loop with its own gradient, calling our update."""
+
+    @njit
+    def fit(p, a, s, hp, aux, h, steps, one, two):
+        for t in range(1, steps + 1):
+            x2 = p * p
+            g = -(a * (x2 + two) / (x2 + one))  # the same gradient as conftest.grad(.., -1)
+            coefficients(hp, t, aux, h)
+            kernel(p, g, s, h)
+
+    return fit
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("name", NAMES)
+def test_user_njit_loop_matches_class(name, dtype):
+    """The same update called from a user's own ``@njit`` loop (closed loop, gradient
+    computed inside) gives the class's parameters and state bit for bit."""
+    kw = {**COMMON, "lr": 0.03}
+    x0, a = problem(300, dtype)
+    want, opt = class_run(name, kw, x0, a, 12)
+    p = x0.copy()
+    s, hp, aux, h = low_level(name, kw, dtype, p.size)
+    fit = _make_user_loop(getattr(kernels, name), getattr(kernels, f"{name}_coefficients"))
+    one, two = dtype(1), dtype(2)
+    fit(p, a, s, hp, aux, h, 12, one, two)
+    assert p.dtype == dtype
+    assert np.array_equal(p, want)
+    assert_state_matches(s, name, kw, opt)
+
+
+@njit
+def _docstring_style_fit(p, s, hp, aux, h, steps):
+    for t in range(1, steps + 1):
+        g = 2.0 * p
+        kernels.adam_coefficients(hp, t, aux, h)
+        kernels.adam(p, g, s, h)
+
+
+def test_module_attribute_access_inside_njit():
+    """``kernels.adam`` and ``kernels.adam_coefficients`` resolve as module attributes in
+    compiled code (the module docstring's example) and match ``nadam.Adam``."""
+    p = np.linspace(-1, 1, 9)
+    x = p.copy()
+    s, hp, aux, h = low_level("adam", {"lr": 0.1}, np.float64, p.size)
+    _docstring_style_fit(p, s, hp, aux, h, 50)
+    opt = CLASSES["adam"](x, lr=0.1)
+    for _ in range(50):
+        opt.step(2.0 * x)
+    assert np.array_equal(p, x)
+
+
+@pytest.mark.parametrize("parallel", [False, True], ids=["serial", "parallel"])
+@pytest.mark.parametrize("variant", all_variants(), ids=combo_id)
+def test_get_with_options_matches_class(variant, parallel):
+    """``kernels.get(name, parallel=..., **options)`` (amsgrad, centered, momentum,
+    nesterov...) with the matching ``state``/``hyperparameters`` gives the class's bits."""
+    name, kw = variant
+    x0, a = problem(101, np.float32)
+    want, opt = class_run(name, kw, x0, a, 9)
+    p = x0.copy()
+    s, hp, aux, h = low_level(name, kw, np.float32, p.size)
+    kernel = kernels.get(name, parallel=parallel, **kw)
+    coefficients = getattr(kernels, f"{name}_coefficients")
+    for t in range(1, 10):
+        coefficients(hp, t, aux, h)
+        kernel(p, grad(p, a, sign_of(kw)), s, h)
+    assert np.array_equal(p, want)
+    assert_state_matches(s, name, kw, opt)
+
+
+def test_get_names_and_errors():
+    """get() is case-insensitive, rejects unknown rules (listing the valid ones) and
+    unknown or invalid options."""
+    assert kernels.get("ADAM", amsgrad=True) is kernels.get("adam", amsgrad=True)
+    with pytest.raises(ValueError, match="radam"):
+        kernels.get("adamm")
+    with pytest.raises(TypeError, match="foo"):
+        kernels.get("adam", foo=1)
+    with pytest.raises(TypeError, match="amsgrad"):
+        kernels.get("adam", amsgrad="yes")
+    with pytest.raises(ValueError, match="nesterov"):
+        kernels.get("sgd", nesterov=True)
+
+
+@pytest.mark.parametrize(
+    "name, kw, expected",
+    [
+        ("sgd", {}, set()),
+        ("sgd", {"momentum": 0.9}, {"momentum_buffer"}),
+        ("rmsprop", {}, {"square_avg"}),
+        (
+            "rmsprop",
+            {"centered": True, "momentum": 0.9},
+            {"square_avg", "grad_avg", "momentum_buffer"},
+        ),
+        ("adagrad", {}, {"sum"}),
+        ("adadelta", {}, {"square_avg", "acc_delta"}),
+        ("adam", {}, {"exp_avg", "exp_avg_sq"}),
+        ("adam", {"amsgrad": True}, {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}),
+        ("adamw", {"amsgrad": True}, {"exp_avg", "exp_avg_sq", "max_exp_avg_sq"}),
+        ("adamax", {}, {"exp_avg", "exp_inf"}),
+        ("nadam", {}, {"exp_avg", "exp_avg_sq"}),
+        ("radam", {}, {"exp_avg", "exp_avg_sq"}),
+    ],
+)
+def test_slots_and_state(name, kw, expected):
+    """slots() lists torch's state names; state() is a C-contiguous (k, n) array of the
+    requested dtype, zero at step 0 (Adagrad: initial_accumulator_value)."""
+    slots = kernels.slots(name, **kw)
+    assert set(slots) == expected and len(slots) == len(expected)
+    assert set(slots) <= SLOTS[name]
+    for dtype in (np.float64, np.float32):
+        s = kernels.state(name, 11, dtype, **kw)
+        assert s.shape == (len(slots), 11) and s.dtype == dtype and s.flags.c_contiguous
+        assert not s.any()
+    s = kernels.state("adagrad", 5, np.float32, initial_accumulator_value=0.25)
+    assert s.dtype == np.float32 and np.all(s == np.float32(0.25))
+
+
+def test_hyperparameters_vector():
+    """hyperparameters() is a float64 vector that validates like the constructors, takes
+    numbers only for lr, and drives the kernel (lr = 0 freezes the parameters)."""
+    hp = kernels.hyperparameters("adam", lr=0.1)
+    assert hp.dtype == np.float64 and hp.ndim == 1
+    assert not np.array_equal(hp, kernels.hyperparameters("adam"))
+    with pytest.raises(ValueError, match="lr"):
+        kernels.hyperparameters("adam", lr=-1.0)
+    with pytest.raises(TypeError, match="lr"):
+        kernels.hyperparameters("adam", lr=lambda t: 0.1)
+    p = np.linspace(-1, 1, 7)
+    p0 = p.copy()
+    s, hp, aux, h = low_level("adam", {"lr": 0.0}, np.float64, p.size)
+    kernels.adam_coefficients(hp, 1, aux, h)
+    kernels.adam(p, np.ones_like(p), s, h)
+    assert np.array_equal(p, p0) and s.any()
+
+
+def test_coefficient_buffer_and_aux():
+    """coefficient_buffer() has the requested dtype and is filled by the coefficient
+    function; aux() is NAdam's momentum product (1 at the start, mu_1 after step 1) and
+    empty for rules without host state."""
+    h = kernels.coefficient_buffer("nadam", np.float32)
+    assert h.dtype == np.float32 and not h.any()
+    aux = kernels.aux("nadam")
+    assert aux.dtype == np.float64 and aux.tolist() == [1.0]
+    hp = kernels.hyperparameters("nadam", betas=(0.9, 0.999), momentum_decay=4e-3)
+    kernels.nadam_coefficients(hp, 1, aux, h)
+    assert h.any()
+    assert aux[0] == pytest.approx(0.9 * (1 - 0.5 * 0.96**4e-3), rel=1e-15)
+    for name in ("sgd", "adam", "radam"):
+        empty = kernels.aux(name)
+        assert empty.dtype == np.float64 and empty.size == 0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_all_finite(dtype):
+    """cpu.all_finite is True exactly when no element is NaN or +-inf (huge, tiny and
+    negative-zero values are finite), at any position and size."""
+    big = np.finfo(dtype).max
+    tiny = np.finfo(dtype).smallest_subnormal
+    assert cpu.all_finite(np.zeros(0, dtype))
+    assert cpu.all_finite(np.array([big, -big, tiny, -0.0, 1.0], dtype))
+    for n in (1, 2, 17, 100_003):
+        x = np.ones(n, dtype)
+        assert cpu.all_finite(x)
+        for bad in (np.nan, np.inf, -np.inf):
+            for i in {0, n // 2, n - 1}:
+                y = x.copy()
+                y[i] = bad
+                assert not cpu.all_finite(y), (n, bad, i)

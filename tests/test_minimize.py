@@ -1,0 +1,721 @@
+"""nadam.minimize against independent references (scipy's L-BFGS-B, analytic
+gradients, closed-form bounded optima), plus its contract: stopping rules,
+callbacks, bounds, minibatches, streams, resumption and bad input."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import warnings
+
+import numpy as np
+import pytest
+import scipy.optimize as so
+from numba import njit
+from scipy.special import expit
+
+import nadam
+from nadam import sampling
+from nadam.minimize import FiniteDifferences, Minimizer
+from nadam.rules import RULES
+
+nm = importlib.import_module("nadam.minimize")  # the package's `minimize` is the function
+
+# ---------------------------------------------------------------------------
+# A real data set: L2-regularised logistic regression on breast cancer
+# ---------------------------------------------------------------------------
+
+LAM = 1e-3
+
+
+def logistic(w, X, y, lam):
+    """Mean log-loss + lam/2 |w|^2 and its gradient (any number of rows)."""
+    z = X @ w
+    f = np.mean(np.logaddexp(0.0, z) - y * z) + 0.5 * lam * (w @ w)
+    g = X.T @ (expit(z) - y) / len(y) + lam * w
+    return f, g
+
+
+@pytest.fixture(scope="module")
+def data():
+    datasets = pytest.importorskip("sklearn.datasets")
+    d = datasets.load_breast_cancer()
+    X = (d.data - d.data.mean(0)) / d.data.std(0)
+    X = np.hstack([np.ones((len(X), 1)), X])
+    return X, d.target.astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def optimum(data):
+    X, y = data
+    ref = so.minimize(
+        logistic,
+        np.zeros(X.shape[1]),
+        args=(X, y, LAM),
+        jac=True,
+        method="L-BFGS-B",
+        options={"gtol": 1e-12, "ftol": 1e-15, "maxiter": 10_000},
+    )
+    assert ref.success
+    return ref
+
+
+def test_full_batch_adam_reaches_lbfgsb_optimum(data, optimum):
+    X, y = data
+    res = nadam.minimize(
+        logistic,
+        np.zeros(X.shape[1]),
+        args=(X, y, LAM),
+        jac=True,
+        options={"lr": 0.03, "maxiter": 20_000},
+    )
+    assert res.success and res.status == 0, res.message
+    assert abs(res.fun - optimum.fun) < 1e-4
+    assert res.fun == pytest.approx(logistic(res.x, X, y, LAM)[0], abs=0)
+    np.testing.assert_array_equal(res.jac, logistic(res.x, X, y, LAM)[1])
+    assert np.max(np.abs(res.jac)) <= 1e-5
+    assert res.nfev == res.njev == res.nit + 1
+
+
+def test_minibatch_adam_within_two_percent(data, optimum):
+    X, y = data
+    res = nadam.minimize(
+        logistic,
+        np.zeros(X.shape[1]),
+        args=(X, y, LAM),
+        jac=True,
+        options={
+            "lr": nadam.schedules.cosine(0.03, total_steps=2000),
+            "maxiter": 2000,
+            "batch_size": 64,
+            "seed": 0,
+        },
+    )
+    assert res.nit == 2000 and res.status == 1 and not res.success
+    # fun and jac are re-evaluated on all rows at the end.
+    f, g = logistic(res.x, X, y, LAM)
+    assert res.fun == f
+    np.testing.assert_array_equal(res.jac, g)
+    assert res.nfev == 2002
+    assert (res.fun - optimum.fun) / optimum.fun < 0.02
+
+
+def test_minibatch_runs_are_reproducible_by_seed(data):
+    X, y = data
+    opts = {"lr": 0.01, "maxiter": 300, "batch_size": 50}
+
+    def run(seed):
+        return nadam.minimize(
+            logistic,
+            np.zeros(X.shape[1]),
+            args=(X, y, LAM),
+            jac=True,
+            options={**opts, "seed": seed},
+        ).x
+
+    a, b, c = run(7), run(7), run(8)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, c)
+
+
+def test_float32_stays_float32(data, optimum):
+    X, y = (a.astype(np.float32) for a in data)
+
+    def f32(w, X, y):
+        f, g = logistic(w, X, y, np.float32(LAM))
+        return f, g.astype(np.float32)
+
+    res = nadam.minimize(
+        f32,
+        np.zeros(X.shape[1], np.float32),
+        args=(X, y),
+        jac=True,
+        options={"lr": 0.03, "maxiter": 3000, "gtol": 1e-4},
+    )
+    assert res.x.dtype == np.float32 and res.jac.dtype == np.float32
+    assert abs(res.fun - optimum.fun) < 1e-3
+
+
+def test_batch_size_equal_to_rows_is_the_full_batch(data):
+    X, y = data
+    kw = dict(args=(X, y, LAM), jac=True, options={"lr": 0.01, "maxiter": 50})
+    full = nadam.minimize(logistic, np.zeros(X.shape[1]), **kw)
+    kw["options"] = {**kw["options"], "batch_size": len(y), "seed": 3}
+    same = nadam.minimize(logistic, np.zeros(X.shape[1]), **kw)
+    np.testing.assert_array_equal(full.x, same.x)
+
+
+def test_minibatches_sample_aligned_rows_and_pass_other_args():
+    X = np.arange(40.0).reshape(20, 2)
+    y = X[:, 0] * 10
+    seen = []
+
+    def fun(x, Xb, yb, tag):
+        assert tag == "tag"
+        np.testing.assert_array_equal(Xb[:, 0] * 10, yb)
+        seen.append(Xb[:, 0].copy())
+        return 0.0, np.ones(1)
+
+    nadam.minimize(
+        fun,
+        np.zeros(1),
+        args=(X, y, "tag"),
+        jac=True,
+        options={"batch_size": 6, "seed": 0, "maxiter": 9},
+    )
+    assert [len(rows) for rows in seen] == [6] * 10 + [20]  # + the final full evaluation
+    rows = np.concatenate(seen[:10]) / 2
+    # Epoch-wise sampling: every block of 20 consecutive draws is a permutation.
+    for epoch in rows.reshape(3, 20):
+        np.testing.assert_array_equal(np.sort(epoch), np.arange(20))
+
+
+# ---------------------------------------------------------------------------
+# Every method
+# ---------------------------------------------------------------------------
+
+LR = {"sgd": 0.5, "adadelta": 1.0, "adagrad": 0.1, "rmsprop": 0.01}
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_every_method_runs_and_descends(name, data):
+    X, y = data
+    x0 = np.zeros(X.shape[1])
+    f0 = logistic(x0, X, y, LAM)[0]
+    res = nadam.minimize(
+        logistic,
+        x0,
+        args=(X, y, LAM),
+        method=name.upper(),
+        jac=True,
+        options={"lr": LR.get(name, 0.01), "maxiter": 300},
+    )
+    assert res.nit == 300 and res.status == 1
+    assert res.fun < 0.5 * f0
+
+
+@pytest.mark.parametrize("name", ["adam", "nadam", "sgd"])
+def test_iterates_equal_the_plain_optimizer_loop(name, data):
+    # The ground truth: evaluate, step, clip, by hand with the optimizer class.
+    X, y = data
+    hyper = {"lr": nadam.schedules.exponential(0.05, 0.99), "weight_decay": 1e-3}
+    lo, hi = -0.2, 0.3
+    x = np.zeros(X.shape[1])
+    opt = nadam.optimizers.OPTIMIZERS[name](x, **hyper)
+    for _ in range(60):
+        opt.step(logistic(x, X, y, LAM)[1])
+        np.clip(x, lo, hi, out=x)
+    res = nadam.minimize(
+        logistic,
+        np.zeros(X.shape[1]),
+        args=(X, y, LAM),
+        method=name,
+        jac=True,
+        bounds=so.Bounds(lo, hi),
+        options={**hyper, "maxiter": 60},
+    )
+    np.testing.assert_array_equal(res.x, x)
+
+
+def test_unknown_method_lists_valid_ones():
+    with pytest.raises(ValueError, match="Unknown method 'lbfgs'.*adam.*radam"):
+        nadam.minimize(lambda x: 0.0, np.zeros(2), method="lbfgs")
+
+
+# ---------------------------------------------------------------------------
+# Finite differences against the analytic gradient
+# ---------------------------------------------------------------------------
+
+
+def smooth(x):
+    return np.sum(np.sin(x) * x**2) + (x @ x) ** 2  # analytic: complex-step safe
+
+
+def smooth_grad(x):
+    return np.cos(x) * x**2 + 2 * x * np.sin(x) + 4 * (x @ x) * x
+
+
+@pytest.mark.parametrize(
+    "jac, tol, calls",
+    [
+        (None, 1e-5, 1 + 4),
+        ("2-point", 1e-5, 1 + 4),
+        ("3-point", 1e-8, 1 + 8),
+        ("cs", 1e-13, 1 + 4),
+    ],
+)
+def test_finite_differences_match_the_analytic_gradient(jac, tol, calls):
+    x0 = np.array([0.3, -1.2, 2.0, 0.0])
+    res = nadam.minimize(smooth, x0, jac=jac, options={"maxiter": 0})
+    np.testing.assert_allclose(res.jac, smooth_grad(x0), rtol=tol, atol=tol)
+    assert res.nfev == calls and res.njev == 1 and res.nit == 0
+
+
+@pytest.mark.parametrize("method", ["2-point", "3-point"])
+def test_finite_differences_stay_inside_the_bounds(method):
+    lo, hi = -1.0, 1.0
+
+    def fun(x):
+        assert np.all((lo <= x) & (x <= hi)), x
+        return float(np.sum((x - 2.0) ** 2 + x**3))
+
+    x = np.array([1.0, -1.0, 0.5])
+    fd = FiniteDifferences(fun, x, method, bounds=(np.full(3, lo), np.full(3, hi)))
+    f, g = fd(x)
+    np.testing.assert_allclose(g, 2 * (x - 2) + 3 * x**2, rtol=1e-5)
+
+
+def test_callable_jac_is_used():
+    x0 = np.array([0.5, -0.5])
+    res = nadam.minimize(smooth, x0, jac=smooth_grad, options={"lr": 0.05, "maxiter": 2000})
+    assert res.status == 0 and res.fun < 1e-8
+    np.testing.assert_array_equal(res.jac, smooth_grad(res.x))
+    assert res.nfev == res.njev
+
+
+# ---------------------------------------------------------------------------
+# Bounds: the optimum of a separable quadratic over a box is the clipped centre
+# ---------------------------------------------------------------------------
+
+CENTRE = np.array([3.0, -2.0, 0.5, 0.0])
+
+
+def quad(x):
+    return float(np.sum((x - CENTRE) ** 2)), 2 * (x - CENTRE)
+
+
+@pytest.mark.parametrize(
+    "bounds",
+    [
+        [(-1, 1), (None, -2.5), (0, None), (-1, 1)],
+        so.Bounds([-1, -np.inf, 0, -1], [1, -2.5, np.inf, 1]),
+    ],
+)
+def test_bounds_project_onto_the_box(bounds):
+    x0 = np.array([5.0, 5.0, -5.0, 0.3])  # outside: projected first
+    res = nadam.minimize(quad, x0, jac=True, bounds=bounds, options={"lr": 0.05, "maxiter": 5000})
+    np.testing.assert_allclose(res.x, [1.0, -2.5, 0.5, 0.0], atol=1e-5)
+    assert res.status == 0  # gtol on the projected gradient
+    assert np.abs(res.jac[0]) > 1  # the raw gradient is not small at an active bound
+
+
+def test_every_iterate_is_inside_the_bounds():
+    def cb(xk):
+        assert np.all((-0.5 <= xk) & (xk <= 0.5))
+
+    nadam.minimize(
+        quad,
+        np.zeros(4),
+        jac=True,
+        bounds=so.Bounds(-0.5, 0.5),
+        callback=cb,
+        options={"lr": 0.3, "maxiter": 100},
+    )
+
+
+@pytest.mark.parametrize(
+    "bounds, match",
+    [
+        ([(0, 1), (2, 1), (0, 1), (0, 1)], r"bounds\[1\] has low > high"),
+        ([(0, 1)] * 3, "3 .* pairs but x0 has 4"),
+        (so.Bounds(np.zeros(3), np.ones(3)), "bounds.lb has 3 elements but x0 has 4"),
+        ([(0, 1, 2)] * 4, r"bounds\[0\] must be a \(low, high\) pair"),
+        ([(np.nan, 1)] * 4, "NaN"),
+    ],
+)
+def test_bad_bounds(bounds, match):
+    with pytest.raises(ValueError, match=match):
+        nadam.minimize(quad, np.zeros(4), jac=True, bounds=bounds)
+
+
+# ---------------------------------------------------------------------------
+# Callback
+# ---------------------------------------------------------------------------
+
+
+def test_callback_xk_gets_a_copy_of_every_iterate():
+    xs = []
+    res = nadam.minimize(
+        quad, np.zeros(4), jac=True, callback=xs.append, options={"lr": 0.1, "maxiter": 20}
+    )
+    assert len(xs) == res.nit == 20
+    assert len({x.tobytes() for x in xs}) == 20  # copies, not one aliased buffer
+    np.testing.assert_array_equal(xs[-1], res.x)
+
+
+def test_callback_intermediate_result_and_stop_iteration():
+    seen = []
+
+    def callback(intermediate_result):
+        seen.append(intermediate_result)
+        if intermediate_result.nit == 7:
+            raise StopIteration
+
+    res = nadam.minimize(quad, np.zeros(4), jac=True, callback=callback, options={"lr": 0.1})
+    assert res.status == 99 and not res.success
+    assert res.message == "`callback` raised `StopIteration`."
+    assert res.nit == 7 and [r.nit for r in seen] == list(range(1, 8))
+    last = seen[-1]
+    np.testing.assert_array_equal(last.x, res.x)
+    assert last.fun == res.fun == quad(res.x)[0]
+
+
+# ---------------------------------------------------------------------------
+# Stopping rules
+# ---------------------------------------------------------------------------
+
+
+def test_maxiter_and_tol():
+    res = nadam.minimize(quad, np.zeros(4), jac=True, options={"maxiter": 3})
+    assert (res.nit, res.status, res.success) == (3, 1, False)
+    assert "Maximum number of iterations" in res.message
+    loose = nadam.minimize(quad, np.zeros(4), jac=True, tol=0.5, options={"lr": 0.1})
+    tight = nadam.minimize(quad, np.zeros(4), jac=True, options={"lr": 0.1})
+    assert loose.status == tight.status == 0 and loose.nit < tight.nit
+    assert np.max(np.abs(loose.jac)) <= 0.5 and "gtol (0.5)" in loose.message
+    # An explicit gtol option wins over tol, as in scipy.
+    assert (
+        nadam.minimize(quad, np.zeros(4), jac=True, tol=0.5, options={"lr": 0.1, "gtol": 1e-5}).nit
+        == tight.nit
+    )
+
+
+def test_patience_stops_a_noisy_objective():
+    rng = np.random.default_rng(0)
+
+    def noisy(x):
+        return float(x @ x + 0.01 * rng.normal()), 2 * x + 0.1 * rng.normal(size=x.shape)
+
+    res = nadam.minimize(
+        noisy, np.ones(3), jac=True, options={"lr": 0.05, "patience": 50, "maxiter": 100_000}
+    )
+    assert res.status == 2 and res.success, res.message
+    assert "patience (50)" in res.message
+    assert res.nit < 5000 and np.max(np.abs(res.x)) < 0.1
+
+
+def test_return_best_keeps_the_lowest_loss():
+    # lr too large: Adam oscillates around the minimum of |x|, and the last
+    # iterate is not the best.
+    def absval(x):
+        return float(np.abs(x).sum()), np.sign(x)
+
+    last = nadam.minimize(absval, np.array([0.35]), jac=True, options={"lr": 0.3, "maxiter": 30})
+    best = nadam.minimize(
+        absval, np.array([0.35]), jac=True, options={"lr": 0.3, "maxiter": 30, "return_best": True}
+    )
+    xs = []
+    nadam.minimize(
+        absval, np.array([0.35]), jac=True, callback=xs.append, options={"lr": 0.3, "maxiter": 30}
+    )
+    losses = [0.35] + [abs(x[0]) for x in xs]
+    assert best.fun == min(losses) < last.fun
+    assert abs(best.x[0]) == min(losses)
+    np.testing.assert_array_equal(best.jac, np.sign(best.x))
+
+
+@pytest.mark.parametrize("bad, what", [("f", "objective"), ("g", "gradient")])
+def test_nonfinite_stops_cleanly(bad, what):
+    def fun(x):
+        f, g = quad(x)
+        if x[0] > 0.05:  # reached after a few steps of lr 0.01
+            f, g = (np.nan, g) if bad == "f" else (f, np.full_like(g, np.inf))
+        return f, g
+
+    res = nadam.minimize(fun, np.zeros(4), jac=True, options={"lr": 0.01})
+    assert res.status == 3 and not res.success
+    assert f"the {what} is not finite at iteration {res.nit}" in res.message
+    assert np.all(np.isfinite(res.x)) and 0.05 < res.x[0] < 0.07
+
+
+# ---------------------------------------------------------------------------
+# Streams
+# ---------------------------------------------------------------------------
+
+
+def test_streamed_args_one_tuple_per_step(data, optimum):
+    X, y = data
+    rng = np.random.default_rng(1)
+
+    def stream(steps):
+        for _ in range(steps):
+            rows = rng.integers(0, len(y), 64)
+            yield X[rows], y[rows], LAM
+
+    res = nadam.minimize(
+        logistic,
+        np.zeros(X.shape[1]),
+        args=stream(1500),
+        jac=True,
+        options={"lr": 0.01, "maxiter": 10**6},
+    )
+    assert res.status == 4 and res.success and "exhausted" in res.message
+    assert res.nit == res.nfev == 1500
+    assert (logistic(res.x, X, y, LAM)[0] - optimum.fun) / optimum.fun < 0.05
+
+
+def test_stream_errors():
+    with pytest.raises(ValueError, match="iterator yielded no data"):
+        nadam.minimize(quad, np.zeros(4), jac=True, args=iter([]))
+    with pytest.raises(ValueError, match="batch_size cannot be combined"):
+        nadam.minimize(quad, np.zeros(4), jac=True, args=iter([()]), options={"batch_size": 2})
+
+
+# ---------------------------------------------------------------------------
+# x0, the objective's view of x, the result
+# ---------------------------------------------------------------------------
+
+
+def test_x0_shape_dtype_and_isolation():
+    x0 = [[1, 2], [3, 4]]  # ints: the iterate is float64
+    shapes = []
+
+    def fun(x):
+        shapes.append((x.shape, x.dtype))
+        with pytest.raises(ValueError, match="read-only"):
+            x[0, 0] = 0.0  # the objective sees the iterate read-only
+        return float(np.sum(x**2)), 2 * x
+
+    res = nadam.minimize(fun, x0, jac=True, options={"maxiter": 5})
+    assert res.x.shape == (2, 2) and res.x.dtype == np.float64
+    assert set(shapes) == {((2, 2), np.dtype(np.float64))}
+    x0 = np.ones(3, np.float32)
+    nadam.minimize(lambda x: (float(x @ x), 2 * x), x0, jac=True, options={"maxiter": 5})
+    np.testing.assert_array_equal(x0, 1.0)  # never modified
+
+
+@pytest.mark.parametrize(
+    "x0, exc, match",
+    [
+        ([1.0, np.nan], ValueError, r"x0 must be finite; x0.flat\[1\] = nan"),
+        ([np.inf], ValueError, "x0 must be finite"),
+        (["a", "b"], TypeError, "x0 must hold real numbers"),
+        ([1 + 2j], TypeError, "x0 must hold real numbers"),
+        ([True], TypeError, "x0 must hold real numbers"),
+        ([], ValueError, "x0 must have at least one element"),
+    ],
+)
+def test_bad_x0(x0, exc, match):
+    with pytest.raises(exc, match=match):
+        nadam.minimize(quad, x0, jac=True)
+
+
+@pytest.mark.parametrize(
+    "kw, exc, match",
+    [
+        ({"fun": 3}, TypeError, "fun must be callable"),
+        ({"jac": "4-point"}, ValueError, "jac must be True, a callable, None or one of"),
+        ({"callback": 3}, TypeError, "callback must be callable"),
+        ({"options": [("lr", 1)]}, TypeError, "options must be a dict"),
+        ({"tol": -1}, ValueError, "tol must be finite, >= 0"),
+        ({"options": {"maxiter": -1}}, ValueError, "maxiter must be >= 0, got -1"),
+        ({"options": {"maxiter": 1.5}}, TypeError, "maxiter must be an int >= 0, got 1.5"),
+        ({"options": {"gtol": -1.0}}, ValueError, "gtol must be finite, >= 0"),
+        ({"options": {"patience": 0}}, ValueError, "patience must be >= 1, got 0"),
+        ({"options": {"smoothing": 1.0}}, ValueError, "smoothing must be finite, >= 0.0 and < 1"),
+        ({"options": {"min_delta": "x"}}, TypeError, "min_delta must be a real number"),
+        ({"options": {"lr": -1.0}}, ValueError, "Invalid lr: -1.0"),
+        ({"options": {"betas": (0.9, 1.0)}}, ValueError, r"Invalid betas\[1\]: 1.0"),
+        ({"options": {"amsgrad": "yes"}}, TypeError, "amsgrad must be a bool"),
+        ({"options": {"finite_diff_rel_step": 0}}, ValueError, "finite_diff_rel_step must be > 0"),
+        ({"options": {"return_best": "no"}}, TypeError, "option return_best must be a bool"),
+    ],
+)
+def test_bad_arguments(kw, exc, match):
+    call = {"fun": quad, "x0": np.zeros(4), "jac": True, **kw}
+    with pytest.raises(exc, match=match):
+        nadam.minimize(**call)
+
+
+@pytest.mark.parametrize(
+    "args, options, exc, match",
+    [
+        (
+            (np.zeros((10, 2)), np.zeros(9)),
+            {"batch_size": 2},
+            ValueError,
+            r"same length along axis 0.*args\[0\]: 10, args\[1\]: 9",
+        ),
+        ((np.zeros(10),), {"batch_size": 0}, ValueError, "batch_size must be >= 1, got 0"),
+        (
+            (np.zeros(10),),
+            {"batch_size": 11},
+            ValueError,
+            r"batch_size must be between 1 and the number of rows \(10\), got 11",
+        ),
+        ((3.0,), {"batch_size": 2}, ValueError, "batch_size needs at least one NumPy array"),
+        ((np.zeros(10),), {"batch_size": 2, "seed": -1}, ValueError, "seed must be a non-negative"),
+        ((np.zeros(10),), {"batch_size": 2, "seed": 1.5}, TypeError, "seed must be a non-negative"),
+    ],
+)
+def test_bad_minibatch_arguments(args, options, exc, match):
+    with pytest.raises(exc, match=match):
+        nadam.minimize(lambda x, *a: (0.0, x), np.zeros(1), args=args, jac=True, options=options)
+
+
+@pytest.mark.parametrize(
+    "fun, jac, exc, match",
+    [
+        (lambda x: 1.0, True, TypeError, r"fun must return \(f, g\) when jac=True"),
+        (lambda x: (np.ones(2), x), True, ValueError, "must return a scalar objective"),
+        (lambda x: ("a", x), True, TypeError, "must return a real scalar"),
+        (lambda x: (1.0, list(x)), True, TypeError, "must be a NumPy array of shape"),
+        (
+            lambda x: (1.0, np.zeros(3)),
+            True,
+            ValueError,
+            r"has shape \(3,\), but x0 has shape \(4,\)",
+        ),
+        (
+            lambda x: 1.0,
+            lambda x: np.zeros(4, np.float32),
+            TypeError,
+            "gradient from jac has dtype float32",
+        ),
+    ],
+)
+def test_bad_objective_output(fun, jac, exc, match):
+    with pytest.raises(exc, match=match):
+        nadam.minimize(fun, np.zeros(4), jac=jac)
+
+
+def test_unknown_options_warn_naming_the_key():
+    with pytest.warns(so.OptimizeWarning, match="Unknown solver options: momentum, bogus"):
+        res = nadam.minimize(
+            quad, np.zeros(4), jac=True, options={"momentum": 0.9, "bogus": 1, "maxiter": 2}
+        )
+    assert res.nit == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        nadam.minimize(
+            quad, np.zeros(4), method="sgd", jac=True, options={"momentum": 0.9, "maxiter": 2}
+        )
+
+
+def test_disp_shows_a_progress_bar(capsys):
+    nadam.minimize(quad, np.zeros(4), jac=True, options={"disp": True, "maxiter": 50})
+    out, err = capsys.readouterr()
+    assert "it/s" in err and "loss=" in err and "50/50" in err
+    assert "Maximum number of iterations" in out and "Iterations: 50" in out
+
+
+# ---------------------------------------------------------------------------
+# State: chunks and exact resumption
+# ---------------------------------------------------------------------------
+
+
+def _resumable_run(data, chunks):
+    X, y = data
+    kw = dict(
+        args=(X, y, LAM),
+        method="nadam",
+        jac=True,
+        bounds=[(-0.5, 0.5)] * X.shape[1],
+        options={
+            "lr": nadam.schedules.reduce_on_plateau(0.02, patience=20),
+            "batch_size": 32,
+            "seed": 5,
+            "maxiter": 400,
+            "patience": 10**6,
+            "return_best": True,
+        },
+    )
+    run = Minimizer(logistic, np.zeros(X.shape[1]), **kw)
+    for n in chunks:
+        assert run.run(n) is None
+        saved = run.state_dict()
+        run = Minimizer(logistic, np.zeros(X.shape[1]), **kw)  # a fresh process, say
+        run.load_state_dict(saved)
+    return run.run()
+
+
+def test_resume_from_exported_state_is_bit_exact(data):
+    whole = _resumable_run(data, [])
+    resumed = _resumable_run(data, [1, 37, 100, 62])
+    np.testing.assert_array_equal(whole.x, resumed.x)
+    for key in ("fun", "nit", "nfev", "njev", "status", "message"):
+        assert whole[key] == resumed[key], key
+
+
+def test_state_export_is_plain_arrays_and_scalars(data):
+    X, y = data
+    run = Minimizer(
+        logistic,
+        np.zeros(X.shape[1]),
+        args=(X, y, LAM),
+        jac=True,
+        options={"batch_size": 10, "seed": 1, "maxiter": 10},
+    )
+    run.run(3)
+    state = run.state_dict()
+    assert all(isinstance(v, (np.ndarray, int, float, str)) for v in state.values()), state
+    assert state["nit"] == 3 and state["sampler.pos"] == 30
+    other = Minimizer(
+        logistic,
+        np.zeros(X.shape[1]),
+        args=(X, y, LAM),
+        method="sgd",
+        jac=True,
+        options={"batch_size": 10, "seed": 1},
+    )
+    with pytest.raises(ValueError, match="does not match"):
+        other.load_state_dict(state)
+
+
+# ---------------------------------------------------------------------------
+# The sampler
+# ---------------------------------------------------------------------------
+
+
+def test_sampler_epochs_are_permutations_and_straddle():
+    mb = sampling.Minibatches((np.arange(10),), 4, seed=3)
+    draws = np.concatenate([mb.next()[0].copy() for _ in range(10)])  # 40 = 4 epochs
+    for epoch in draws.reshape(4, 10):
+        np.testing.assert_array_equal(np.sort(epoch), np.arange(10))
+    assert mb.state_dict()["epoch"] == 3
+
+
+def test_sampler_is_bit_identical_in_compiled_code():
+    n, b, steps = 37, 5, 50
+
+    @njit
+    def compiled(state, perm, idx, steps):
+        out = np.empty((steps, idx.shape[0]), np.int64)
+        for k in range(steps):
+            sampling.next_batch(state, perm, idx)
+            out[k] = idx
+        return out
+
+    py = sampling.Minibatches((np.arange(n),), b, seed=11)
+    expected = np.array([py.next()[0].copy() for _ in range(steps)])
+    jit = sampling.Minibatches((np.arange(n),), b, seed=11)
+    np.testing.assert_array_equal(compiled(jit.state, jit.perm, jit.idx, steps), expected)
+
+
+def test_sampler_state_round_trip_and_uniformity():
+    a = sampling.Minibatches((np.arange(13),), 3, seed=2)
+    for _ in range(7):
+        a.next()
+    b = sampling.Minibatches((np.arange(13),), 3, seed=99)
+    b.load_state_dict(a.state_dict())
+    for _ in range(20):
+        np.testing.assert_array_equal(a.next()[0], b.next()[0])
+    # Where row 0 lands in the first permutation, over many seeds: uniform.
+    counts = np.zeros(5)
+    perm = np.empty(5, np.int64)
+    for seed in range(5000):
+        sampling.shuffle(perm, sampling.seed_key(seed), 0)
+        counts[np.flatnonzero(perm == 0)[0]] += 1
+    chi2 = np.sum((counts - 1000) ** 2 / 1000)
+    assert chi2 < 20  # 4 degrees of freedom: p < 0.001 at 18.5
+
+
+# ---------------------------------------------------------------------------
+# The examples in the docstrings run
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("module", [nm, nadam.schedules, nadam.methods, sampling])
+def test_docstring_examples(module):
+    result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.failed == 0 and result.attempted > 0
