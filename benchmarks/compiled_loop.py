@@ -20,6 +20,11 @@ best of R, per step:
   Python each step (fewer steps);
 * ``nadam + NumPy``    the Python loop with a NumPy objective (fewer steps).
 
+Each case reports the wall time per step and the CPU time per step (all of
+the process's threads: ``time.process_time``), each the minimum over the
+repeats.  On a shared machine the wall time also counts the time other
+processes hold the cores; the CPU time does not, and is the steadier figure.
+
 Compile time is reported apart: the first call in this process, and the first
 call in fresh processes (``--first-call`` runs one), cold (empty numba cache)
 then warm, for an objective at module level and for a closure.
@@ -122,38 +127,42 @@ def full_loss(w: np.ndarray, X: np.ndarray, y: np.ndarray) -> float:
 
 
 # ---------------------------------------------------------------------------
-# The cases: each returns (seconds, final w) for `steps` steps
+# The cases: each returns (wall seconds, CPU seconds, final w) for `steps` steps
 # ---------------------------------------------------------------------------
 
 
+def timed(run):
+    """Time ``run()`` (which returns the final w): (wall s, CPU s, w)."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    w = run()
+    return time.perf_counter() - wall, time.process_time() - cpu, w
+
+
 def nadam_compiled(X, y, steps):
-    t0 = time.perf_counter()
-    res = nadam.minimize(loss, np.zeros(N_FEATURES), args=(X, y), jac=True,
-                         options=options(steps, compiled=True))
-    return time.perf_counter() - t0, res.x
+    return timed(lambda: nadam.minimize(loss, np.zeros(N_FEATURES), args=(X, y), jac=True,
+                                        options=options(steps, compiled=True)).x)
 
 
 def nadam_python(X, y, steps):
-    t0 = time.perf_counter()
-    res = nadam.minimize(loss, np.zeros(N_FEATURES), args=(X, y), jac=True,
-                         options=options(steps, compiled=False))
-    return time.perf_counter() - t0, res.x
+    return timed(lambda: nadam.minimize(loss, np.zeros(N_FEATURES), args=(X, y), jac=True,
+                                        options=options(steps, compiled=False)).x)
 
 
 def nadam_numpy(X, y, steps):
-    t0 = time.perf_counter()
-    res = nadam.minimize(numpy_loss, np.zeros(N_FEATURES), args=(X, y), jac=True,
-                         options=options(steps))
-    return time.perf_counter() - t0, res.x
+    return timed(lambda: nadam.minimize(numpy_loss, np.zeros(N_FEATURES), args=(X, y),
+                                        jac=True, options=options(steps)).x)
 
 
 def bare(X, y, steps):
     mb = sampling.Minibatches((X, y), BATCH, seed=0)
     w, m, v = np.zeros(N_FEATURES), np.zeros(N_FEATURES), np.zeros(N_FEATURES)
     Xb, yb = np.empty((BATCH, N_FEATURES)), np.empty(BATCH)
-    t0 = time.perf_counter()
-    bare_loop(w, X, y, mb.state, mb.perm, mb.idx, Xb, yb, m, v, steps)
-    return time.perf_counter() - t0, w
+
+    def run():
+        bare_loop(w, X, y, mb.state, mb.perm, mb.idx, Xb, yb, m, v, steps)
+        return w
+
+    return timed(run)
 
 
 def batch_indices(steps: int) -> np.ndarray:
@@ -193,9 +202,7 @@ def make_optax(X, y, steps):
     def case(X, y, steps_):
         assert steps_ == steps
         w0 = jnp.zeros(N_FEATURES)
-        t0 = time.perf_counter()
-        w = run(w0).block_until_ready()
-        return time.perf_counter() - t0, np.asarray(w)
+        return timed(lambda: np.asarray(run(w0).block_until_ready()))
 
     return case
 
@@ -211,13 +218,16 @@ def make_torch(X, y, steps):
         w = torch.zeros(N_FEATURES, dtype=torch.float64, requires_grad=True)
         opt = torch.optim.Adam([w], lr=LR, betas=(BETA1, BETA2), eps=EPS)
         bce = torch.nn.functional.binary_cross_entropy_with_logits
-        t0 = time.perf_counter()
-        for t in range(steps_):
-            rows = idx[t]
-            opt.zero_grad()
-            bce(Xt[rows] @ w, yt[rows]).backward()
-            opt.step()
-        return time.perf_counter() - t0, w.detach().numpy().copy()
+
+        def run():
+            for t in range(steps_):
+                rows = idx[t]
+                opt.zero_grad()
+                bce(Xt[rows] @ w, yt[rows]).backward()
+                opt.step()
+            return w.detach().numpy().copy()
+
+        return timed(run)
 
     return case
 
@@ -238,12 +248,12 @@ def first_call(kind: str) -> None:
 
 
 def fresh_process_times() -> dict[str, tuple[float, float]]:
-    """(cold, warm) first-call seconds in new processes, with an empty numba cache
-    of their own for the cold one."""
+    """First-call seconds in two new processes one after the other, sharing a numba
+    cache that is empty for the first: (cold, cached), per kind of objective."""
     out = {}
-    with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "NUMBA_CACHE_DIR": cache}
-        for kind in ("module", "closure"):
+    for kind in ("module", "closure"):
+        with tempfile.TemporaryDirectory() as cache:
+            env = {**os.environ, "NUMBA_CACHE_DIR": cache}
             times = []
             for _ in range(2):
                 run = subprocess.run(
@@ -272,9 +282,7 @@ def main() -> None:
     slow = max(steps // 10, 100)  # the Python loops and torch: fewer steps, per step
     X, y = make_data()
 
-    t0 = time.perf_counter()
-    nadam_compiled(X, y, 10)
-    first = time.perf_counter() - t0
+    first = nadam_compiled(X, y, 10)[0]
 
     cases = {
         "nadam compiled": (nadam_compiled, steps),
@@ -291,30 +299,34 @@ def main() -> None:
                 print(f"({name} skipped: {exc})")
     final = {}
     for name, (case, n) in cases.items():  # compile, warm up, and the answers
-        final[name] = case(X, y, n)[1]
-    best = dict.fromkeys(cases, math.inf)
+        final[name] = case(X, y, n)[2]
+    wall, cpu = dict.fromkeys(cases, math.inf), dict.fromkeys(cases, math.inf)
     for _ in range(a.repeats):
         for name, (case, n) in cases.items():
-            best[name] = min(best[name], case(X, y, n)[0] / n)
+            w_s, c_s, _ = case(X, y, n)
+            wall[name], cpu[name] = min(wall[name], w_s / n), min(cpu[name], c_s / n)
 
     # The loss each case reaches, against nadam's after as many steps.
-    reference = {n: nadam_compiled(X, y, n)[1] for n in {n for _, n in cases.values()}}
-    floor = best["bare numba loop"]
+    reference = {n: nadam_compiled(X, y, n)[2] for n in {n for _, n in cases.values()}}
     print(f"Minibatch logistic regression: {N_ROWS} x {N_FEATURES}, batch {BATCH}, Adam, "
-          f"float64; best of {a.repeats}, interleaved")
-    print(f"{'case':26s} {'steps':>6s} {'µs/step':>8s} {'/ bare':>7s} {'/ nadam':>8s} "
-          f"{'final loss':>12s} {'nadam, same steps':>18s}")
+          f"float64; best of {a.repeats}, interleaved; µs per step, and ratios to the bare "
+          "loop and to nadam compiled")
+    print(f"{'':26s} {'':>6s} {'---------- wall ----------':>26s} "
+          f"{'----------- CPU ----------':>26s}")
+    print(f"{'case':26s} {'steps':>6s} " + f"{'µs':>8s} {'/ bare':>7s} {'/ nadam':>9s} " * 2
+          + f"{'final loss':>11s} {'nadam, same steps':>18s}")
     for name, (_, n) in cases.items():
-        us = best[name] * 1e6
-        print(f"{name:26s} {n:6d} {us:8.2f} {best[name] / floor:7.2f} "
-              f"{best[name] / best['nadam compiled']:8.2f} "
-              f"{full_loss(final[name], X, y):12.8f} {full_loss(reference[n], X, y):18.8f}")
+        row = f"{name:26s} {n:6d} "
+        for best in (wall, cpu):
+            row += (f"{best[name] * 1e6:8.2f} {best[name] / best['bare numba loop']:7.2f} "
+                    f"{best[name] / best['nadam compiled']:9.2f} ")
+        print(row + f"{full_loss(final[name], X, y):11.8f} {full_loss(reference[n], X, y):18.8f}")
     same = np.array_equal(final["nadam compiled"], final["bare numba loop"])
     print(f"nadam compiled and the bare loop end at bit-identical x: {same}")
     print(f"first call in this process (compiles what the numba cache lacks): {first:.2f} s")
     for kind, (cold, warm) in fresh_process_times().items():
-        print(f"first call in a new process, objective {kind:8s}: cold cache {cold:.2f} s, "
-              f"then cached {warm:.2f} s")
+        print(f"first call in a new process, objective {kind:8s}: empty numba cache "
+              f"{cold:.2f} s (everything compiles), next process {warm:.2f} s (all cached)")
 
 
 if __name__ == "__main__":

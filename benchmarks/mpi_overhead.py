@@ -8,31 +8,41 @@ best of R (the ranks start each timing together, after a barrier):
 * ``local``      ``Minimizer.run(K)`` on the rank's shard without ``comm`` (every rank
                  at once, so that the machine is loaded alike): the step time;
 * ``self``       the same with ``options={"comm": COMM_SELF}``: nadam's side of the
-                 collective (packing f and g into the buffer, the flags, a float32
-                 cast) and an ``Allreduce`` that has no one to wait for;
+                 collective (copying f and g into the buffer, the flags) and an
+                 ``Allreduce`` that has no one to wait for;
 * ``comm``       the same with ``options={"comm": COMM_WORLD}``: one in-place
-                 ``Allreduce`` of ``n + 6`` float64 per step added;
+                 ``Allreduce`` of ``n + 6`` values in x's dtype per step added;
 * ``allreduce``  that ``Allreduce`` alone, on the same buffer, in a loop.
 
-Reported per problem: µs/step of each, the overhead ``comm - local`` in µs/step and as a
-fraction of the step, ``comm / local``, and nadam's own part ``self - local``.  What
-``comm`` adds beyond ``self`` and ``allreduce`` is waiting: a step of the data-parallel
-run lasts as long as its slowest rank's, which on a loaded machine (more runnable
-processes than cores) can cost far more than the message itself.  Problems: 20 parameters (4,096 rows per
-rank: a small model, where latency counts) and 10^6 parameters (16 rows per rank:
-a wide model, where the 8 MB message counts), float64 and float32 (reduced in float64).
+Reported per problem, with the wall clock and with this process's CPU time (which leaves
+out the time a rank was descheduled, most of the noise on a loaded machine, but counts
+MPICH's busy-waiting): µs/step of each, the overhead ``comm - local`` in µs/step and as
+a fraction of the step, ``comm / local``, and nadam's own part ``self - local``.  What
+``comm`` adds beyond ``self`` and ``allreduce`` is waiting: a data-parallel step lasts
+as long as its slowest rank's, which on a machine with more runnable processes than
+cores can cost far more than the message itself.
+
+Problems: 20 parameters (4,096 and 64 rows per rank: a small model, where latency
+counts) and 10^6 parameters (16 rows per rank: a wide model, where the 8 MB message
+counts), float64 and float32.
 Rank 0 prints; timings on a shared machine are noisy, the ratios less so.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
-import numpy as np
-from mpi4py import MPI
+# One core per rank, as MPI jobs are run: no BLAS or numba threads competing with the
+# other ranks (set them explicitly to override).
+for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from nadam.minimize import Minimizer
+import numpy as np  # noqa: E402
+from mpi4py import MPI  # noqa: E402
+
+from nadam.minimize import Minimizer  # noqa: E402
 
 COMM = MPI.COMM_WORLD
 RANK, SIZE = COMM.Get_rank(), COMM.Get_size()
@@ -53,20 +63,32 @@ def problem(n_params: int, rows: int, dtype):
     return fun, (X, y), np.zeros(n_params, dtype)
 
 
-def best_us_per_step(make, steps: int, repeats: int) -> dict[str, float]:
-    """Best µs/step of each variant, timed in turn (interleaved) ``repeats`` times."""
-    best = {name: np.inf for name in make}
+def best_us_per_step(make, steps: int, repeats: int) -> tuple[dict, dict]:
+    """Best wall-clock and CPU µs/step of each variant, timed in turn ``repeats`` times.
+
+    Wall-clock is what a job pays; CPU time (this process's) leaves out the time the
+    rank was descheduled, which on a loaded machine is most of the noise, but counts
+    MPICH's busy-waiting for the other rank."""
+    wall = {name: np.inf for name in make}
+    cpu = {name: np.inf for name in make}
     runners = {name: m() for name, m in make.items()}
     for _ in range(repeats):
         for name, run in runners.items():
             COMM.Barrier()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             run(steps)
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
             # The slowest rank sets the pace of a data-parallel step.
-            dt = COMM.allreduce(dt, op=MPI.MAX)
-            best[name] = min(best[name], dt / steps * 1e6)
-    return best
+            dt, dc = _max_pair(dt, dc)
+            wall[name] = min(wall[name], dt / steps * 1e6)
+            cpu[name] = min(cpu[name], dc / steps * 1e6)
+    return wall, cpu
+
+
+def _max_pair(dt: float, dc: float) -> tuple[float, float]:
+    both = np.array([dt, dc])
+    COMM.Allreduce(MPI.IN_PLACE, both, MPI.MAX)
+    return float(both[0]), float(both[1])
 
 
 def main() -> None:
@@ -81,9 +103,11 @@ def main() -> None:
     ]
     if RANK == 0:
         print(f"{SIZE} ranks; {MPI.Get_library_version().splitlines()[0].strip()}")
+        print(f"load average before: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
         print(
-            f"{'problem':28s} {'dtype':8s} {'local':>10s} {'comm':>10s} {'allreduce':>10s} "
-            f"{'overhead':>10s} {'of step':>8s} {'comm/local':>10s} {'self-local':>10s}"
+            f"{'problem':26s} {'dtype':7s} {'clock':5s} {'local':>10s} {'self':>10s} "
+            f"{'comm':>10s} {'allreduce':>9s} {'overhead':>10s} {'of step':>8s} "
+            f"{'comm/local':>10s} {'self-local':>10s}"
         )
     for label, n, rows, dtype, steps in cases:
         fun, args, x0 = problem(n, rows, dtype)
@@ -97,7 +121,7 @@ def main() -> None:
 
             return make
 
-        buf = np.zeros(n + 6)
+        buf = np.zeros(n + 6, dtype)
 
         def allreduce(buf=buf):
             def run(k):
@@ -106,7 +130,7 @@ def main() -> None:
 
             return run
 
-        t = best_us_per_step(
+        wall, cpu = best_us_per_step(
             {
                 "local": minimizer(None),
                 "self": minimizer(MPI.COMM_SELF),
@@ -117,14 +141,17 @@ def main() -> None:
             a.repeats,
         )
         if RANK == 0:
-            over = t["comm"] - t["local"]
-            print(
-                f"{label:28s} {np.dtype(dtype).name:8s} {t['local']:10.1f} {t['comm']:10.1f} "
-                f"{t['allreduce']:10.1f} {over:10.1f} {over / t['local']:8.1%} "
-                f"{t['comm'] / t['local']:10.3f} {t['self'] - t['local']:10.1f}"
-            )
+            for clock, t in (("wall", wall), ("cpu", cpu)):
+                over = t["comm"] - t["local"]
+                print(
+                    f"{label:26s} {np.dtype(dtype).name:7s} {clock:5s} {t['local']:10.1f} "
+                    f"{t['self']:10.1f} {t['comm']:10.1f} {t['allreduce']:9.1f} {over:10.1f} "
+                    f"{over / t['local']:8.1%} {t['comm'] / t['local']:10.3f} "
+                    f"{t['self'] - t['local']:10.1f}"
+                )
     if RANK == 0:
-        print("µs/step, best of", a.repeats, "interleaved runs; overhead = comm - local")
+        print(f"µs/step, best of {a.repeats} interleaved runs; overhead = comm - local")
+        print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import math
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 from numba import njit
@@ -186,8 +187,8 @@ def demo(
     t0 = time.perf_counter()
     X, y = make_data(n_rows, n_features, seed)
     say(
-        f"nadam demo: logistic regression, {n_rows:,} rows x {n_features} features "
-        f"(seed {seed}; correlated features on scales 0.1 to 10, generated in "
+        f"nadam demo: logistic regression, {n_rows:,} rows x {n_features} features, seed {seed}\n"
+        f"(correlated features on scales 0.1 to 10; generated in "
         f"{_fmt_time(time.perf_counter() - t0)})"
     )
 
@@ -199,7 +200,8 @@ def demo(
     # its sampler and (where minimize compiles the loop) the loop itself, with the
     # argument types of the timed runs.  cache=True keeps them for the next run.
     t0 = time.perf_counter()
-    small = (X[:1000].copy(), y[:1000].copy())
+    m = min(n_rows, max(1000, batch_size + 1))  # more rows than a batch, as in the timed run
+    small = (X[:m].copy(), y[:m].copy())
     logistic_loss_grad(w0, *small)
     nadam.minimize(logistic_loss_grad, w0, args=small, jac=True, options={**opts, "maxiter": 3})
     compile_time = time.perf_counter() - t0
@@ -262,8 +264,10 @@ def demo(
 
 
 def _parser() -> argparse.ArgumentParser:
+    # argparse would call `python -m nadam` "__main__.py"; the console script is `nadam`.
+    script = Path(sys.argv[0]).name
     ap = argparse.ArgumentParser(
-        prog="python -m nadam",
+        prog="python -m nadam" if script in ("__main__.py", "-c", "") else script,
         description="nadam: Numba-accelerated first-order optimisers.",
     )
     sub = ap.add_subparsers(dest="command", required=True, metavar="command")

@@ -41,6 +41,7 @@ import os
 import secrets
 import signal
 import threading
+import warnings
 import zipfile
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -246,6 +247,10 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
         Naming the option and the value.
     """
     path, every, resume = options["checkpoint"], options["checkpoint_every"], options["resume"]
+    # With comm only rank 0 touches the file, and nadam.mpi.read_checkpoint checks the
+    # path there, raising on every rank alike (a check failing here on rank 0 alone
+    # would leave the other ranks waiting in their first collective).
+    local = options.get("comm") is None
     if path is not None:
         if not isinstance(path, (str, os.PathLike)):
             raise TypeError(
@@ -254,14 +259,14 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
         path = os.fsdecode(os.fspath(path))
         if not path:
             raise ValueError("option checkpoint must be a file path, got ''")
-        if os.path.isdir(path):
-            raise ValueError(f"option checkpoint must be a file path, got the directory {path!r}")
         folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
+        if local and os.path.isdir(path):
+            raise ValueError(f"option checkpoint must be a file path, got the directory {path!r}")
+        if local and not os.path.isdir(folder):
             raise ValueError(
                 f"option checkpoint: the directory {folder!r} of {path!r} does not exist"
             )
-        if not os.access(folder, os.W_OK | os.X_OK):
+        if local and not os.access(folder, os.W_OK | os.X_OK):
             raise ValueError(
                 f"option checkpoint: the directory {folder!r} of {path!r} is not writable"
             )
@@ -431,7 +436,11 @@ class Checkpointer:
         return self.every is not None and nit % self.every == 0
 
     def write(self, state: LoopState) -> None:
-        """Save ``state`` (at an iteration boundary) to the file, if this process writes."""
+        """Save ``state`` (at an iteration boundary) to the file, if this process writes.
+
+        An ``OSError`` (disk full, quota exceeded...) becomes a ``RuntimeWarning``:
+        the run goes on, and the previous checkpoint stays as it was.
+        """
         if not self.writer:
             return
         if not self._cleaned:
@@ -443,7 +452,17 @@ class Checkpointer:
                 with contextlib.suppress(OSError):
                     os.unlink(stale)
             self._cleaned = True
-        save(self.path, state.export(), self.meta)
+        try:
+            save(self.path, state.export(), self.meta)
+        except OSError as exc:
+            # A full disk or an exceeded quota must not end hours of work (nor, with comm,
+            # leave the other ranks waiting in a collective for this one): warn, go on.
+            warnings.warn(
+                f"could not write checkpoint {self.path!r} at iteration {state.nit} ({exc}); "
+                "the run goes on, and the previous checkpoint, if any, is intact",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
 
 # ---------------------------------------------------------------------------

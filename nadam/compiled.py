@@ -20,9 +20,10 @@ the Python loop's, and so are ``nit``, ``nfev``, ``njev``, ``status`` and
 ...     return r @ r / len(y), 2.0 * (X.T @ r) / len(y)
 >>> rng = np.random.default_rng(0)
 >>> X, y = rng.normal(size=(500, 3)), rng.normal(size=500)
->>> kw = dict(args=(X, y), jac=True, options={"batch_size": 32, "seed": 1, "maxiter": 300})
->>> fast = nadam.minimize(loss, np.zeros(3), **kw)
->>> slow = nadam.minimize(loss, np.zeros(3), **kw | {"options": kw["options"] | {"compiled": False}})
+>>> opts = {"batch_size": 32, "seed": 1, "maxiter": 300}
+>>> fast = nadam.minimize(loss, np.zeros(3), args=(X, y), jac=True, options=opts)
+>>> slow = nadam.minimize(loss, np.zeros(3), args=(X, y), jac=True,
+...                       options={**opts, "compiled": False})
 >>> bool(np.array_equal(fast.x, slow.x)), fast.nfev == slow.nfev
 (True, True)
 
@@ -82,6 +83,7 @@ import math
 import os
 import time
 import types
+from functools import cache
 from typing import TYPE_CHECKING, Any
 
 import numba
@@ -108,6 +110,7 @@ from .schedules import Schedule
 
 if TYPE_CHECKING:
     from .minimize import Minimizer
+    from .optimizers import Optimizer
 
 __all__ = ["TARGET_SECONDS", "CompiledLoop", "plan"]
 
@@ -147,7 +150,7 @@ class _Unsupported(Exception):
 # ---------------------------------------------------------------------------
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(inline="always")
 def _gather(src, buf, idx):
     # Rows idx of the (N, m) array src into the (B, m) array buf: np.take's
     # result, element for element.
@@ -155,6 +158,17 @@ def _gather(src, buf, idx):
         i = idx[k]
         for j in range(src.shape[1]):
             buf[k, j] = src[i, j]
+
+
+@cache
+def _gather_all(k: int) -> Any:
+    """``gather_all(pairs, idx)``: :func:`_gather` for each of the ``k`` (source,
+    buffer) pairs of the tuple ``pairs``, written out (``literal_unroll``'s loop
+    over a tuple costs ~0.1 µs per step, as much as the gathers themselves)."""
+    body = "".join(f"    _gather(pairs[{i}][0], pairs[{i}][1], idx)\n" for i in range(k))
+    namespace = {"_gather": _gather}
+    exec(f"def gather_all(pairs, idx):\n{body}    return None\n", namespace)
+    return numba.njit(inline="always")(namespace["gather_all"])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -178,7 +192,7 @@ def _evaluate_split_template(x, args):
 
 def _advance_template(x, g, s, hp, aux, h, lo, hi, kind, params, sched, ctr):
     # One step from the gradient g, as Optimizer.step and the Python loop take it:
-    # the schedule's rate for step t, the fused update, the projection.
+    # the schedule's rate for step t, the optimizer's stepper, the projection.
     t = ctr[_T] + 1
     if params is not None:
         hp[rules.LR] = schedules.evaluate(kind, params, sched, t)
@@ -205,8 +219,7 @@ def _driver_template(
         nit = ctr[_NIT]
         if sampler is not None:
             next_batch(sampler, perm, idx)
-            for pair in numba.literal_unroll(pairs):
-                _gather(pair[0], pair[1], idx)
+            _gather_all(pairs, idx)  # noqa: F821
         value, g = _evaluate(xv, args)  # noqa: F821
         f = float(value)
         ctr[_NFEV] += 1
@@ -232,12 +245,12 @@ def _driver_template(
     return _CONTINUE, f
 
 
-def _specialise(template, name: str, bindings: dict, cache: bool = False):
+def _specialise(template, name: str, bindings: dict, **jit: Any) -> Any:
     fn = types.FunctionType(template.__code__, {**globals(), **bindings}, name)
     # numba names a cache file after the qualified name, and keys its entries on
     # the bytecode, which every driver shares: the name must say what is bound.
     fn.__qualname__ = name
-    return numba.njit(cache=cache, nogil=True)(fn)
+    return numba.njit(**jit)(fn)
 
 
 # ---------------------------------------------------------------------------
@@ -280,10 +293,12 @@ def _fingerprint(fn: Any) -> str | None:
     return h.hexdigest()
 
 
-def _driver(fun: Any, jac: Any, step: Any) -> Any:
-    """The driver of ``fun`` (``jac`` None when ``fun`` returns ``(f, g)``) with the
-    stepper ``step``, compiled lazily; cached on disk when the objective is."""
-    key = (fun, jac, step)
+def _driver(fun: Any, jac: Any, opt: Optimizer, sampled: int) -> Any:
+    """The driver of ``fun`` (``jac`` None when ``fun`` returns ``(f, g)``), the
+    optimizer ``opt``'s rule variant and ``sampled`` arrays to gather batches of,
+    compiled lazily; cached on disk when the objective is."""
+    step = opt._step
+    key = (fun, jac, step, sampled)
     if key in _DRIVERS:
         return _DRIVERS[key]
     prints = [_fingerprint(fun)] + ([] if jac is None else [_fingerprint(jac)])
@@ -291,16 +306,26 @@ def _driver(fun: Any, jac: Any, step: Any) -> Any:
     h = hashlib.sha256("\0".join([_SOURCES, step.py_func.__qualname__, *map(str, prints)]).encode())
     # Without a cache, the name only needs to be unique in this process.
     tag = h.hexdigest()[:16] if cache else f"{id(fun):x}_{id(jac):x}"
-    name = f"{fun.py_func.__name__}_{step.py_func.__name__}_{tag}"
+    name = f"{fun.py_func.__name__}_{step.py_func.__name__}_{sampled}_{tag}"
+    # The pieces are inlined into the driver: a compiled call costs reference
+    # counting per array argument, which small steps notice, and inlined pieces
+    # compile faster than separate functions.
     if jac is None:
-        evaluate = _specialise(_evaluate_pair_template, f"evaluate_{name}", {"_fun": fun})
+        evaluate = _specialise(
+            _evaluate_pair_template, f"evaluate_{name}", {"_fun": fun}, inline="always"
+        )
     else:
         evaluate = _specialise(
-            _evaluate_split_template, f"evaluate_{name}", {"_fun": fun, "_jac": jac}
+            _evaluate_split_template, f"evaluate_{name}", {"_fun": fun, "_jac": jac},
+            inline="always",
         )
-    advance = _specialise(_advance_template, f"advance_{name}", {"_step": step})
+    advance = _specialise(_advance_template, f"advance_{name}", {"_step": step}, inline="always")
     driver = _specialise(
-        _driver_template, f"drive_{name}", {"_evaluate": evaluate, "_advance": advance}, cache
+        _driver_template,
+        f"drive_{name}",
+        {"_evaluate": evaluate, "_advance": advance, "_gather_all": _gather_all(sampled)},
+        cache=cache,
+        nogil=True,
     )
     _DRIVERS[key] = driver
     return driver
@@ -392,6 +417,7 @@ class CompiledLoop:
         self._m, self._fun, self._jac, self._strict = m, fun, jac, strict
         self._evaluate = m.evaluate  # replaced later: evaluations must go through Python
         self._driver = None
+        self._pairs: tuple | None = None
         self._chunk = 1
         x = m.state.x
         self._g = np.empty(x.size, x.dtype)  # the last gradient the driver reports
@@ -410,12 +436,14 @@ class CompiledLoop:
         if sampler is None:
             pairs, sstate, perm, idx = (), None, None, None
         else:
-            # 2-D (rows, everything else) views for the gather: one loop for any ndim.
-            pairs = tuple(
-                (src.reshape(len(src), -1), buf.reshape(len(buf), -1))
-                for src, buf in sampler._pairs
-            )
-            sstate, perm, idx = sampler.state, sampler.perm, sampler.idx
+            if self._pairs is None:
+                # (rows, the rest) views for the gather, one loop for any ndim; a
+                # copy only for an array of 3 or more dimensions that is not contiguous.
+                self._pairs = tuple(
+                    (src.reshape(len(src), -1), buf.reshape(len(buf), -1))
+                    for src, buf in sampler._pairs
+                )
+            pairs, sstate, perm, idx = self._pairs, sampler.state, sampler.perm, sampler.idx
         lo, hi = m._box if m._box is not None else (None, None)
         flat = (lambda a: None if a is None else a.reshape(-1))
         kind, params, state = (
@@ -470,7 +498,8 @@ class CompiledLoop:
     def _compile(self, arguments: tuple) -> Any:
         self._check_types()
         m = self._m
-        driver = _driver(self._fun, self._jac, m.state.optimizer._step)
+        sampled = 0 if self._pairs is None else len(self._pairs)
+        driver = _driver(self._fun, self._jac, m.state.optimizer, sampled)
         start = time.perf_counter()
         try:
             driver.compile(tuple(numba.typeof(a) for a in arguments))
@@ -506,9 +535,14 @@ class CompiledLoop:
         evaluated = False
         f, outcome, shown = math.nan, None, time.perf_counter()
         try:
-            while ctr[_NIT] != end and not pending:
+            # A paused iterate is always stepped (ctr[_RESUME]) before the loop ends
+            # at a boundary, signal or not: a boundary's iterate is not yet evaluated.
+            while ctr[_RESUME] or (ctr[_NIT] != end and not pending):
                 before = int(ctr[_NIT])
-                ctr[_END] = before + self._chunk if end is None else min(before + self._chunk, end)
+                # After a pause, only the step: the boundary after it is where a
+                # signal caught during the callback stops the run, as in Python.
+                chunk = 1 if ctr[_RESUME] else self._chunk
+                ctr[_END] = before + chunk if end is None else min(before + chunk, end)
                 start = time.perf_counter()
                 code, f = driver(*arguments)
                 now = time.perf_counter()
@@ -517,7 +551,7 @@ class CompiledLoop:
                 if code == _BAD_GRADIENT:
                     # The Python loop's check raises its own message for this output.
                     m._check_output(m.evaluate(m._view, *self._batch()))
-                    raise AssertionError("the gradient's shape changed between two calls")
+                    raise RuntimeError("fun returned gradients of different shapes")
                 if ctr[_PAUSED]:
                     ctr[_PAUSED] = 0
                     try:
@@ -527,7 +561,9 @@ class CompiledLoop:
                         break
                     ctr[_RESUME] = code == _CONTINUE
                 if code != _CONTINUE:
-                    what = "gradient" if math.isfinite(f) else "objective"
+                    what = ""
+                    if code == _NONFINITE:
+                        what = "gradient" if math.isfinite(f) else "objective"
                     outcome = (int(code), f, g.reshape(s.x.shape), what)
                     break
                 if m._bar is not None and now - shown > 0.1:

@@ -302,7 +302,7 @@ def _parse_bounds(bounds: Any, x: np.ndarray) -> tuple[np.ndarray, np.ndarray] |
     if bad.size:
         i = bad[0]
         raise ValueError(
-            f"bounds[{i}] has low > high ({lo[i]!r} > {hi[i]!r}); each low must be <= its high"
+            f"bounds[{i}] has low > high ({lo[i]} > {hi[i]}); each low must be <= its high"
         )
     if np.all(np.isneginf(lo)) and np.all(np.isposinf(hi)):
         return None
@@ -827,7 +827,10 @@ class Minimizer:
                 if s.nit == end:
                     return None
             if outcome is None:
-                outcome = (Status.INTERRUPTED, *self._last, signal.Signals(pending[0]).name)
+                f, g = self._last
+                if g is None:  # stopped before its first evaluation (while compiling, say)
+                    f, g = math.nan, np.full_like(s.x, math.nan)
+                outcome = (Status.INTERRUPTED, f, g, signal.Signals(pending[0]).name)
             if ckpt is not None:  # the final state, still with the signals caught
                 ckpt.write(s)
         return outcome
@@ -1130,6 +1133,24 @@ def minimize(
             otherwise start afresh.  A file of another run (method, x0 shape
             or dtype, hyperparameters, batch_size, seed, bounds) is a
             ``ValueError`` naming the file and the mismatch.
+        comm : mpi4py communicator, optional
+            Data-parallel over MPI (:mod:`nadam.mpi`, ``docs/mpi.md``): every
+            rank makes the same call with its own shard of ``args``; ``fun``
+            returns this rank's contribution, f and g are summed over the ranks
+            (one ``Allreduce`` per step) and every rank gets the same iterates
+            and result.  With ``batch_size``, each rank samples that many rows
+            of its shard.  Rank 0 writes the checkpoint.  Runs the Python loop.
+        compiled : {"auto", True, False}, default "auto"
+            Run the whole loop in compiled code (:mod:`nadam.compiled`) when
+            ``fun`` (and a callable ``jac``) are numba ``@njit`` functions:
+            sampling, objective, stopping rules, schedule, step and projection,
+            with Python entered once per chunk of iterations (every iteration
+            with a ``callback``).  The iterates, counters and message are
+            bit-identical to the Python loop's.  "auto" compiles when the run
+            allows it (not with finite differences, a stream of ``args``, a
+            Python callable ``lr``, ``history`` or ``comm``); False always runs
+            the Python loop; True raises ``TypeError`` or ``ValueError`` saying
+            why the run cannot be compiled.  See ``docs/compiled.md``.
 
         SIGTERM and SIGINT (Ctrl-C) during a run (in the main thread) finish
         the current step, save the checkpoint if one is configured, and return

@@ -257,8 +257,7 @@ class Optimizer:
         # Fixed hyperparameters are not arguments.  An lr schedule that cannot be
         # pickled (a lambda, a closure) is left out, as torch's LambdaLR leaves out
         # its functions: load_state_dict then keeps the optimizer's own schedule.
-        fixed = {spec.name for spec in self.rule.hyper if spec.fixed}
-        saved = {k: v for k, v in self._values.items() if k not in fixed}
+        saved = {k: self._values[k] for k in self.rule.arguments}
         if callable(saved["lr"]):
             try:
                 pickle.dumps(saved["lr"])
@@ -305,7 +304,7 @@ class Optimizer:
         self.t = int(t)
 
     def __repr__(self) -> str:
-        hyper = ", ".join(f"{k}={v!r}" for k, v in self._values.items())
+        hyper = ", ".join(f"{k}={self._values[k]!r}" for k in self.rule.arguments)
         kind = f"{self._flat.dtype}{' device' if self._device else ''} array"
         return f"{type(self).__name__}(<{kind} of {self._flat.size}>, {hyper})"
 

@@ -229,7 +229,9 @@ def adadelta_update(p, g, s, h, i, opts):
     v = h[3] * s[0, i] + h[4] * (d * d)
     s[0, i] = v
     u = s[1, i]
-    delta = math.sqrt(u + h[5]) / math.sqrt(v + h[5]) * d
+    # One root of the quotient (torch: a quotient of two roots): same value up to
+    # rounding, one square root fewer for the divide/sqrt unit.
+    delta = math.sqrt((u + h[5]) / (v + h[5])) * d
     s[1, i] = h[3] * u + h[4] * (delta * delta)
     p[i] = (p[i] if RAW_PARAM else h[2] * p[i]) - h[6] * delta
 
@@ -297,7 +299,8 @@ def nadam_update(p, g, s, h, i, opts):
     s[0, i] = m
     s[1, i] = v
     den = math.sqrt(v * h[7]) + h[8]
-    p[i] = (p[i] if RAW_PARAM else h[2] * p[i]) - h[9] * (d / den) - h[10] * (m / den)
+    # Both terms share the denominator (torch divides twice): one division.
+    p[i] = (p[i] if RAW_PARAM else h[2] * p[i]) - (h[9] * d + h[10] * m) / den
 
 
 @njit(cache=True)
@@ -435,6 +438,11 @@ class Rule:
     def initial_state(self, values: dict, opts: tuple, n: int, dtype) -> np.ndarray:
         """The ``(k, n)`` state of ``n`` parameters at step 0."""
         return np.full((len(self.slots(opts)), n), self.initial(values), dtype=dtype)
+
+    @property
+    def arguments(self) -> tuple[str, ...]:
+        """Names of the hyperparameters a user may set (all but the fixed ones)."""
+        return tuple(spec.name for spec in self.hyper if not spec.fixed)
 
     @property
     def n_hyper(self) -> int:

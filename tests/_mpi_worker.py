@@ -85,12 +85,15 @@ def both(fun, x0, opts, mpi_args=None, serial_args=(X, Y), **kw):
 
 def allreduce_bits():
     """MPICH's in-place Allreduce(SUM) returns the same bits on every rank (several sizes,
-    hence several algorithms), for values whose sum rounds differently in each order."""
+    hence several algorithms; both dtypes), for values whose sum rounds differently in
+    each order."""
     out = {}
-    for n in (1, 7, 1000, 100_003, 1_000_000):
-        buf = np.random.default_rng(RANK + 10 * n).normal(size=n) * 10.0 ** (3 * RANK)
-        COMM.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
-        out[n] = buf
+    for dtype in (np.float64, np.float32):
+        for n in (1, 7, 1000, 100_003, 1_000_000):
+            buf = np.random.default_rng(RANK + 10 * n).normal(size=n) * 10.0 ** (3 * RANK)
+            buf = buf.astype(dtype)
+            COMM.Allreduce(MPI.IN_PLACE, buf, op=MPI.SUM)
+            out[n, np.dtype(dtype).name] = buf
     return out
 
 
@@ -365,6 +368,80 @@ def checkpoint_and_preemption():
     }
 
 
+def njit_objective_takes_the_python_loop():
+    """comm is only implemented by the Python loop: an @njit objective runs there (the
+    same iterates as a plain one), and compiled=True says why it cannot."""
+    from numba import njit
+
+    fun = njit(cache=False)(logistic_nb)
+    opts = {"lr": 0.05, "maxiter": 50, "comm": COMM}
+    kw = dict(args=(X[ROWS], Y[ROWS]), jac=True)
+    res = nadam.minimize(fun, np.zeros(D), options=opts, **kw)
+    plain = nadam.minimize(logistic_nb, np.zeros(D), options=opts, **kw)
+    try:
+        nadam.minimize(fun, np.zeros(D), options={**opts, "compiled": True}, **kw)
+        refused = "no exception"
+    except (TypeError, ValueError) as exc:
+        refused = (type(exc).__name__, str(exc))
+    return {"njit": outcome(res), "plain": outcome(plain), "refused": refused}
+
+
+def logistic_nb(w, X, y):
+    # Numba-compilable: no np.logaddexp; log1p(exp(-|z|)) + max(z, 0) instead.
+    z = X @ w
+    p = 1.0 / (1.0 + np.exp(-z))
+    loss = np.sum(np.log1p(np.exp(-np.abs(z))) + np.maximum(z, 0.0) - y * z) / N
+    return loss, X.T @ (p - y) / N
+
+
+def corrupt_checkpoint():
+    """A damaged checkpoint that only rank 0 can see: every rank raises ValueError."""
+    folder = OUTDIR if RANK == 0 else OUTDIR / f"rank{RANK}-only"
+    folder.mkdir(exist_ok=True)
+    path = folder / "corrupt.npz"
+    if RANK == 0:
+        path.write_bytes(b"not a checkpoint")
+    COMM.Barrier()
+    nadam.minimize(
+        logistic(N),
+        np.zeros(D),
+        args=(X[ROWS], Y[ROWS]),
+        jac=True,
+        options={"comm": COMM, "checkpoint": str(path), "resume": True},
+    )
+    return "no exception"
+
+
+def checkpoint_folder_missing_on_rank_0():
+    """Rank 0 writes the checkpoint, so rank 0 checks its folder: every rank raises."""
+    folder = OUTDIR / "missing" if RANK == 0 else OUTDIR / f"rank{RANK}-only"
+    if RANK:
+        folder.mkdir(exist_ok=True)
+    nadam.minimize(
+        logistic(N),
+        np.zeros(D),
+        args=(X[ROWS], Y[ROWS]),
+        jac=True,
+        options={"comm": COMM, "checkpoint": str(folder / "run.npz"), "maxiter": 5},
+    )
+    return "no exception"
+
+
+def stream_fails_on_one_rank():
+    """The last rank's stream raises before its first item: every rank raises."""
+
+    def batches():
+        if RANK == SIZE - 1:
+            raise OSError("cannot read my shard")
+        while True:
+            yield X[ROWS], Y[ROWS]
+
+    nadam.minimize(
+        logistic(N), np.zeros(D), args=batches(), jac=True, options={"comm": COMM, "maxiter": 5}
+    )
+    return "no exception"
+
+
 SCENARIOS = [
     allreduce_bits,
     full_batch_adam,
@@ -383,6 +460,10 @@ SCENARIOS = [
     streams_of_unequal_length,
     shard_sampler_when_batch_is_a_whole_shard,
     checkpoint_and_preemption,
+    njit_objective_takes_the_python_loop,
+    corrupt_checkpoint,
+    stream_fails_on_one_rank,
+    checkpoint_folder_missing_on_rank_0,
 ]
 
 

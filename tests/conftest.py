@@ -11,6 +11,7 @@ import itertools
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
+from naive import DEFAULTS
 
 import nadam
 from nadam.kernels import cpu
@@ -215,7 +216,7 @@ def opts_variants(shared: str = "full") -> list[tuple[str, dict]]:
         extra = dict(SHARED[shared])
         if name == "adamw":  # always decoupled; the flag is not an argument
             extra.pop("decoupled_weight_decay", None)
-        elif shared == "decoupled" and "decoupled_weight_decay" not in rule.defaults:
+        elif shared == "decoupled" and "decoupled_weight_decay" not in DEFAULTS[name]:
             continue
         out.append((name, {**{k: v for k, v in kw.items() if k not in _SHARED_KEYS}, **extra}))
     return out

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from numba import njit
 
 import nadam
 from nadam import checkpoint
 from nadam.checkpoint import SIGNALS
-from nadam.minimize import Status
+from nadam.minimize import Minimizer, Status
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_preempt_worker.py"
@@ -222,6 +223,25 @@ def test_signal_finishes_the_step_checkpoints_and_resumes(tmp_path, sentinel, si
     assert (resumed.nit, resumed.nfev, resumed.fun) == (whole.nit, whole.nfev, whole.fun)
 
 
+def test_a_signal_before_the_first_evaluation(tmp_path, sentinel, monkeypatch):
+    # E.g. while the compiled loop compiles: the run stops having taken no step.
+    iterate = Minimizer._iterate
+
+    def signal_first(self, max_steps):
+        signal.raise_signal(signal.SIGTERM)
+        return iterate(self, max_steps)
+
+    path = tmp_path / "run.npz"
+    _minimize(checkpoint=path, checkpoint_every=10, maxiter=25, return_best=True)
+    monkeypatch.setattr(Minimizer, "_iterate", signal_first)
+    res = _minimize(checkpoint=path, resume=True, maxiter=40, return_best=True)
+    assert (res.status, res.nit) == (5, 25)
+    state = checkpoint.load(path)[0]
+    np.testing.assert_array_equal(res.x, state["best_x"])  # the best evaluated, as asked
+    loss, data = _problem()
+    assert res.fun == loss(res.x, *data)[0]
+
+
 def test_interrupted_without_checkpoint_still_returns(sentinel):
     res = _minimize(callback=_raise_at(5, signal.SIGTERM))
     assert res.status == 5 and res.nit == 6 and np.all(np.isfinite(res.x))
@@ -285,6 +305,41 @@ def test_outside_the_main_thread_no_handlers_but_checkpoints(tmp_path, sentinel)
     assert all(signal.getsignal(sig) is handler for sig in SIGNALS)
 
 
+@njit(cache=True)
+def _compiled_loss(x, A, b):
+    r = A @ x - b
+    return r @ r / len(b), 2.0 * (A.T @ r) / len(b)
+
+
+def test_the_compiled_loop_stops_at_a_chunk_end_and_resumes_bit_identical(tmp_path, sentinel):
+    # With a callback the compiled driver returns to Python after every iteration,
+    # so the signal is seen after the same step as in the Python loop.
+    path = tmp_path / "run.npz"
+    _, data = _problem()
+    kw = {"args": data, "jac": True}
+    opts = {
+        "lr": nadam.schedules.reduce_on_plateau(0.05, patience=5),
+        "maxiter": 150,
+        "batch_size": 16,
+        "seed": 3,
+        "compiled": True,
+    }
+    ckpt = {"checkpoint": path, "checkpoint_every": 40, "resume": True}
+    stopped = nadam.minimize(
+        _compiled_loss,
+        np.zeros(4),
+        callback=_raise_at(50, signal.SIGTERM),
+        options={**opts, **ckpt},
+        **kw,
+    )
+    assert (stopped.status, stopped.nit) == (5, 51)
+    assert checkpoint.load(path)[0]["nit"] == 51
+    resumed = nadam.minimize(_compiled_loss, np.zeros(4), options={**opts, **ckpt}, **kw)
+    whole = nadam.minimize(_compiled_loss, np.zeros(4), options=opts, **kw)
+    np.testing.assert_array_equal(resumed.x, whole.x)
+    assert (resumed.nit, resumed.nfev, resumed.fun) == (whole.nit, whole.nfev, whole.fun)
+
+
 # ---------------------------------------------------------------------------
 # When checkpoints are written; resuming a finished run
 # ---------------------------------------------------------------------------
@@ -301,6 +356,22 @@ def test_checkpoints_at_every_multiple_and_at_the_end(tmp_path):
     # callback k (after k steps) sees the checkpoint of the last multiple of 10 <= k.
     assert seen == [None if k < 10 else k // 10 * 10 for k in range(1, 36)]
     assert checkpoint.load(path)[0]["nit"] == res.nit == 35
+
+
+def test_a_failed_write_warns_and_the_run_goes_on(tmp_path, monkeypatch):
+    path = tmp_path / "run.npz"
+    _minimize(checkpoint=path, maxiter=10)
+    before = path.read_bytes()
+
+    def full_disk(*args):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(checkpoint, "save", full_disk)
+    with pytest.warns(RuntimeWarning, match="could not write checkpoint") as caught:
+        res = _minimize(checkpoint=path, checkpoint_every=20, maxiter=50)
+    assert [str(w.message).split(" (")[0].split()[-1] for w in caught] == ["20", "40", "50"]
+    assert "No space left on device" in str(caught[0].message)
+    assert res.nit == 50 and path.read_bytes() == before
 
 
 def test_resume_starts_afresh_without_a_file_and_extends_a_finished_run(tmp_path):

@@ -3,6 +3,7 @@ gradients, checkpoints, repr."""
 
 from __future__ import annotations
 
+import inspect
 import math
 import pickle
 import re
@@ -545,3 +546,12 @@ def test_repr(name):
     assert text.startswith(type(opt).__name__ + "(")
     assert "float32" in text and "7" in text and "lr=0.25" in text
     assert "lr=<function" in repr(CLASSES[name](np.zeros(2), lr=_schedule))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_repr_lists_only_constructor_arguments(name):
+    """Every ``key=value`` in the repr is an argument of the class (no internal, fixed
+    hyperparameters such as SGD's decoupled_weight_decay)."""
+    cls = CLASSES[name]
+    keys = re.findall(r"(\w+)=", repr(cls(np.zeros(2))))
+    assert keys and set(keys) <= set(inspect.signature(cls).parameters), keys

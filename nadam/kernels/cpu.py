@@ -45,21 +45,25 @@ PARALLEL_THRESHOLD = 2**16
 _JIT = dict(error_model="numpy", cache=True, nogil=True)
 
 
-# The two templates below are never called directly.  ``_specialise`` copies
-# their code into a new function whose globals name the rule, its options and
-# the loop kind; numba treats those globals as compile-time constants.
+# The templates below are never called directly.  ``_specialise`` copies their
+# code into a new function whose globals name the rule, its options and the loop
+# kind; numba treats those globals as compile-time constants.  Each of the three
+# loops of a kernel is its own compiled function (one loop per function is what
+# LLVM's vectoriser handles best: with the three loops in one function it left
+# Adamax's float64 loop scalar).
+def _loop_template(p, g, s, h):
+    for i in _range(p.shape[0]):  # noqa: F821 (bound by _specialise)
+        _update(p, g, s, h, i, _OPTS)  # noqa: F821
+
+
 def _kernel_template(p, g, s, h):
-    n = p.shape[0]
     if h[0] == 1 and h[1] == 0:  # the gradient as is: no maximize, no L2 decay
         if h[2] == 1:  # and no decoupled decay
-            for i in _range(n):  # noqa: F821 (bound by _specialise)
-                _update_raw(p, g, s, h, i, _OPTS)  # noqa: F821
+            _loop_raw(p, g, s, h)  # noqa: F821
         else:
-            for i in _range(n):  # noqa: F821
-                _update_raw_grad(p, g, s, h, i, _OPTS)  # noqa: F821
+            _loop_raw_grad(p, g, s, h)  # noqa: F821
     else:
-        for i in _range(n):  # noqa: F821
-            _update(p, g, s, h, i, _OPTS)  # noqa: F821
+        _loop(p, g, s, h)  # noqa: F821
 
 
 def _stepper_template(p, g, s, hp, t, aux, h):
@@ -87,7 +91,7 @@ def _element(update, raw_grad: bool, raw_param: bool):
     glb = {**update.__globals__, "RAW_GRAD": raw_grad, "RAW_PARAM": raw_param}
     fn = types.FunctionType(update.__code__, glb, update.__name__, update.__defaults__,
                             update.__closure__)
-    return numba.njit(inline="always")(fn)
+    return numba.njit(forceinline=True, error_model="numpy")(fn)
 
 
 @cache
@@ -103,14 +107,18 @@ def kernel(rule: Rule, opts: tuple = (), parallel: bool = False):
     parallel : bool
         ``prange`` over elements (all cores) instead of a serial loop.
     """
-    bindings = {
-        "_update": _element(rule.update, False, False),
-        "_update_raw_grad": _element(rule.update, True, False),
-        "_update_raw": _element(rule.update, True, True),
-        "_range": numba.prange if parallel else range,
-        "_OPTS": tuple(bool(o) for o in opts),
-    }
-    return _specialise(_kernel_template, _variant_name(rule, opts, parallel), bindings, parallel)
+    name = _variant_name(rule, opts, parallel)
+    opts = tuple(bool(o) for o in opts)
+    loops = {}
+    for key, raw_grad, raw_param in (("_loop", False, False), ("_loop_raw_grad", True, False),
+                                     ("_loop_raw", True, True)):
+        bindings = {
+            "_update": _element(rule.update, raw_grad, raw_param),
+            "_range": numba.prange if parallel else range,
+            "_OPTS": opts,
+        }
+        loops[key] = _specialise(_loop_template, name + key, bindings, parallel)
+    return _specialise(_kernel_template, name, loops, False)
 
 
 @cache

@@ -1,0 +1,551 @@
+"""Bad input to every public entry point fails at once, clearly, and changes nothing.
+
+One table: each row calls an entry point (optimizer classes and their methods,
+``nadam.minimize`` and ``Minimizer``, ``nadam.methods.*``, ``nadam.schedules.*``,
+the ``nadam.kernels`` helpers) with one bad argument, and states the exception
+type and a pattern that the message must contain: the argument's name, and its
+value where there is one to show.  Every row runs against fresh objects (an
+optimizer that has taken a step, its parameters, x0, data, a schedule, a
+checkpoint file), and the test checks that none of them changed: no
+half-applied update.
+
+The raw kernels (``nadam.kernels.adam(p, g, s, h)`` ...) are not in the table:
+they are compiled loops for the caller's own ``@njit`` code and check nothing
+(see ``nadam.kernels``); their helpers are.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import scipy.optimize as so
+
+import nadam
+from nadam import kernels, methods, schedules
+from nadam.minimize import Minimizer
+
+
+def quad(x):
+    return float(x @ x), 2.0 * x
+
+
+def zero_loss(x, *args):
+    return 0.0, np.zeros_like(x)
+
+
+def _readonly(n: int) -> np.ndarray:
+    a = np.zeros(n)
+    a.flags.writeable = False
+    return a
+
+
+def _minimize(e, **kw):
+    call = {"fun": quad, "x0": e.x0, "jac": True, **kw}
+    return nadam.minimize(**call)
+
+
+def _options(e, **options):
+    return _minimize(e, options=options)
+
+
+def _batch(e, args, **options):
+    return nadam.minimize(zero_loss, e.x0, args=args, jac=True, options=options)
+
+
+def _set(obj, name, value):
+    setattr(obj, name, value)
+
+
+# (id, action(env), exception type, regex the message must contain)
+ROWS: list[tuple[str, Any, type, str]] = [
+    # -- optimizer classes: hyperparameters ------------------------------------------
+    ("Adam lr<0", lambda e: nadam.Adam(e.x, lr=-1.0), ValueError, r"Invalid lr: -1\.0"),
+    ("Adam lr nan", lambda e: nadam.Adam(e.x, lr=np.nan), ValueError, r"Invalid lr: nan"),
+    ("Adam lr str", lambda e: nadam.Adam(e.x, lr="0.1"), TypeError, r"lr must be a real .*'0.1'"),
+    ("Adam beta2=1", lambda e: nadam.Adam(e.x, betas=(0.9, 1.0)), ValueError, r"betas\[1\]: 1.0"),
+    ("Adam betas", lambda e: nadam.Adam(e.x, betas=0.9), TypeError, r"betas must be a pair.* 0.9"),
+    ("Adam eps<0", lambda e: nadam.Adam(e.x, eps=-1e-8), ValueError, r"Invalid eps: -1e-08"),
+    ("Adam amsgrad", lambda e: nadam.Adam(e.x, amsgrad="yes"), TypeError, r"amsgrad .*'yes'"),
+    ("Adam unknown", lambda e: nadam.Adam(e.x, momentum=0.9), TypeError, r"'momentum'"),
+    (
+        "Adam nonfinite",
+        lambda e: nadam.Adam(e.x, nonfinite="warn"),
+        ValueError,
+        r"nonfinite must be one of .*got 'warn'",
+    ),
+    (
+        "AdamW weight_decay inf",
+        lambda e: nadam.AdamW(e.x, weight_decay=np.inf),
+        ValueError,
+        r"Invalid weight_decay: inf",
+    ),
+    (
+        "SGD nesterov",
+        lambda e: nadam.SGD(e.x, nesterov=True),
+        ValueError,
+        r"nesterov=True requires momentum > 0.*momentum=0.0",
+    ),
+    ("SGD momentum", lambda e: nadam.SGD(e.x, momentum=-0.1), ValueError, r"momentum: -0.1"),
+    ("SGD dampening", lambda e: nadam.SGD(e.x, dampening=1.5), ValueError, r"dampening: 1.5"),
+    ("RMSprop alpha", lambda e: nadam.RMSprop(e.x, alpha=1.5), ValueError, r"alpha: 1.5"),
+    (
+        "RMSprop centered",
+        lambda e: nadam.RMSprop(e.x, centered=1.5),
+        TypeError,
+        r"centered must be a bool, got 1.5",
+    ),
+    ("Adagrad lr_decay", lambda e: nadam.Adagrad(e.x, lr_decay=-1.0), ValueError, r"lr_decay: -1"),
+    (
+        "Adagrad initial_accumulator_value",
+        lambda e: nadam.Adagrad(e.x, initial_accumulator_value=-1.0),
+        ValueError,
+        r"initial_accumulator_value: -1",
+    ),
+    ("Adadelta rho", lambda e: nadam.Adadelta(e.x, rho=1.5), ValueError, r"Invalid rho: 1.5"),
+    ("Adamax eps str", lambda e: nadam.Adamax(e.x, eps="x"), TypeError, r"eps must be a real.*'x'"),
+    (
+        "NAdam momentum_decay",
+        lambda e: nadam.NAdam(e.x, momentum_decay=-1.0),
+        ValueError,
+        r"Invalid momentum_decay: -1",
+    ),
+    ("RAdam beta1<0", lambda e: nadam.RAdam(e.x, betas=(-0.1, 0.9)), ValueError, r"betas\[0\]"),
+    # -- optimizer classes: params ---------------------------------------------------
+    ("params list", lambda e: nadam.Adam([0.0, 1.0]), TypeError, r"params must be a NumPy.*list"),
+    ("params int", lambda e: nadam.Adam(np.zeros(3, int)), TypeError, r"params .*got int64"),
+    (
+        "params float16",
+        lambda e: nadam.SGD(np.zeros(3, np.float16)),
+        TypeError,
+        r"params must have dtype float32 or float64, got float16",
+    ),
+    (
+        "params non-contiguous",
+        lambda e: nadam.Adam(np.zeros(6)[::2]),
+        TypeError,
+        r"params must be C-contiguous",
+    ),
+    ("params read-only", lambda e: nadam.Adam(_readonly(3)), TypeError, r"params must be writable"),
+    # -- optimizer classes: step, attributes, state_dict -----------------------------
+    (
+        "grad shape",
+        lambda e: e.opt.step(np.ones(5)),
+        ValueError,
+        r"grad has shape \(5,\), but the parameters have shape \(6,\)",
+    ),
+    (
+        "grad dtype",
+        lambda e: e.opt.step(np.ones(6, np.float32)),
+        TypeError,
+        r"grad has dtype float32, but the parameters have dtype float64",
+    ),
+    ("grad list", lambda e: e.opt.step([1.0] * 6), TypeError, r"grad must be a NumPy array.*list"),
+    (
+        "grad non-finite",
+        lambda e: e.opt.step(np.array([1.0, np.nan, 1.0, 1.0, np.inf, 1.0])),
+        nadam.NonFiniteGradientError,
+        r"gradient holds NaN or inf at step 2; parameters and state were left unchanged",
+    ),
+    (
+        "lr schedule < 0",
+        lambda e: nadam.Adam(e.x, lr=lambda t: -1.0).step(np.ones(6)),
+        ValueError,
+        r"lr schedule returned -1.0 at step 1",
+    ),
+    ("set lr<0", lambda e: _set(e.opt, "lr", -1.0), ValueError, r"Invalid lr: -1.0"),
+    ("set betas", lambda e: _set(e.opt, "betas", (1.5, 0.9)), ValueError, r"betas\[0\]: 1.5"),
+    (
+        "set amsgrad",
+        lambda e: _set(e.opt, "amsgrad", True),
+        ValueError,
+        r"changing amsgrad to True would change the state layout",
+    ),
+    (
+        "load_state_dict of SGD",
+        lambda e: e.opt.load_state_dict(nadam.SGD(np.zeros(6)).state_dict()),
+        ValueError,
+        r"state_dict is for rule='sgd'",
+    ),
+    (
+        "load_state_dict of other size",
+        lambda e: e.opt.load_state_dict(nadam.Adam(np.zeros(5)).state_dict()),
+        ValueError,
+        r"size=5.*size=6",
+    ),
+    (
+        "load_state_dict junk",
+        lambda e: e.opt.load_state_dict({"t": 3}),
+        ValueError,
+        r"state_dict is not an optimizer state_dict: missing 'rule'",
+    ),
+    # -- minimize: x0, method, fun, jac, tol, callback -------------------------------
+    (
+        "x0 nan",
+        lambda e: _minimize(e, x0=[1.0, np.nan]),
+        ValueError,
+        r"x0 must be finite; x0.flat\[1\] = nan",
+    ),
+    ("x0 inf", lambda e: _minimize(e, x0=[np.inf]), ValueError, r"x0 must be finite.* = inf"),
+    ("x0 str", lambda e: _minimize(e, x0=["a"]), TypeError, r"x0 must hold real numbers.*<U1"),
+    ("x0 complex", lambda e: _minimize(e, x0=[1j]), TypeError, r"x0 .*complex128"),
+    ("x0 object", lambda e: _minimize(e, x0=[None]), TypeError, r"x0 .*object"),
+    ("x0 empty", lambda e: _minimize(e, x0=[]), ValueError, r"x0 must have at least one element"),
+    (
+        "method unknown",
+        lambda e: _minimize(e, method="adamm"),
+        ValueError,
+        r"Unknown method 'adamm'; valid methods: adadelta, adagrad, adam",
+    ),
+    ("method int", lambda e: _minimize(e, method=3), TypeError, r"method must be a str, got 3"),
+    ("fun", lambda e: _minimize(e, fun=3), TypeError, r"fun must be callable, got 3"),
+    ("jac", lambda e: _minimize(e, jac="4-point"), ValueError, r"jac must be .*'4-point'"),
+    ("tol<0", lambda e: _minimize(e, tol=-1.0), ValueError, r"tol must be finite, >= 0.*-1.0"),
+    ("callback", lambda e: _minimize(e, callback=3), TypeError, r"callback must be callable.*3"),
+    (
+        "options list",
+        lambda e: _minimize(e, options=[]),
+        TypeError,
+        r"options must be a dict.*\[\]",
+    ),
+    # -- minimize: loop options --------------------------------------------------------
+    (
+        "maxiter<0",
+        lambda e: _options(e, maxiter=-1),
+        ValueError,
+        r"option maxiter must be >= 0, got -1",
+    ),
+    ("maxiter float", lambda e: _options(e, maxiter=1.5), TypeError, r"option maxiter .*1.5"),
+    ("gtol<0", lambda e: _options(e, gtol=-1.0), ValueError, r"option gtol must be .*-1.0"),
+    ("patience 0", lambda e: _options(e, patience=0), ValueError, r"option patience .*got 0"),
+    ("smoothing 1", lambda e: _options(e, smoothing=1.0), ValueError, r"option smoothing.*< 1"),
+    ("min_delta str", lambda e: _options(e, min_delta="x"), TypeError, r"option min_delta .*'x'"),
+    ("return_best", lambda e: _options(e, return_best="no"), TypeError, r"return_best .*'no'"),
+    ("disp", lambda e: _options(e, disp=2), TypeError, r"option disp must be a bool, got 2"),
+    ("seed<0", lambda e: _batch(e, (e.A,), batch_size=2, seed=-1), ValueError, r"seed .*-1"),
+    (
+        "finite_diff_rel_step 0",
+        lambda e: _options(e, finite_diff_rel_step=0),
+        ValueError,
+        r"option finite_diff_rel_step must be > 0",
+    ),
+    ("lr<0 option", lambda e: _options(e, lr=-1.0), ValueError, r"Invalid lr: -1.0"),
+    # -- minimize: data, minibatches, bounds -------------------------------------------
+    (
+        "batch_size 0",
+        lambda e: _batch(e, (e.A, e.b), batch_size=0),
+        ValueError,
+        r"option batch_size must be >= 1, got 0",
+    ),
+    (
+        "batch_size > rows",
+        lambda e: _batch(e, (e.A, e.b), batch_size=11),
+        ValueError,
+        r"batch_size must be between 1 and the number of rows \(10\), got 11",
+    ),
+    (
+        "batch_size float",
+        lambda e: _batch(e, (e.A, e.b), batch_size=2.0),
+        TypeError,
+        r"option batch_size must be an int >= 1 or None, got 2.0",
+    ),
+    (
+        "args unequal lengths",
+        lambda e: _batch(e, (e.A, e.b[:9]), batch_size=2),
+        ValueError,
+        r"args.*same length.*args\[0\]: 10, args\[1\]: 9",
+    ),
+    (
+        "args without arrays",
+        lambda e: _batch(e, (3.0,), batch_size=2),
+        ValueError,
+        r"batch_size needs at least one NumPy array in args",
+    ),
+    (
+        "args stream + batch_size",
+        lambda e: _batch(e, iter([(e.A,)]), batch_size=2),
+        ValueError,
+        r"option batch_size cannot be combined with streamed args",
+    ),
+    (
+        "bounds length",
+        lambda e: _minimize(e, bounds=[(0, 1)] * 3),
+        ValueError,
+        r"bounds has 3 \(low, high\) pairs but x0 has 4 elements",
+    ),
+    (
+        "bounds low > high",
+        lambda e: _minimize(e, bounds=[(0, 1), (2.0, 1.0), (0, 1), (0, 1)]),
+        ValueError,
+        r"bounds\[1\] has low > high \(2.0 > 1.0\)",
+    ),
+    (
+        "bounds pair",
+        lambda e: _minimize(e, bounds=[(0, 1), 5, (0, 1), (0, 1)]),
+        ValueError,
+        r"bounds\[1\] must be a \(low, high\) pair .*got 5",
+    ),
+    (
+        "Bounds lb size",
+        lambda e: _minimize(e, bounds=so.Bounds(np.zeros(3), np.ones(3))),
+        ValueError,
+        r"bounds.lb has 3 elements but x0 has 4",
+    ),
+    ("bounds nan", lambda e: _minimize(e, bounds=[(0, np.nan)] * 4), ValueError, r"bounds .*NaN"),
+    ("bounds type", lambda e: _minimize(e, bounds=3), TypeError, r"bounds must be a sequence.*3"),
+    # -- minimize: what the objective returns --------------------------------------
+    (
+        "gradient shape",
+        lambda e: _minimize(e, fun=lambda x: (1.0, np.zeros(3))),
+        ValueError,
+        r"gradient from fun \(with jac=True\) has shape \(3,\), but x0 has shape \(4,\)",
+    ),
+    (
+        "gradient dtype",
+        lambda e: _minimize(e, fun=lambda x: 1.0, jac=lambda x: np.zeros(4, np.float32)),
+        TypeError,
+        r"gradient from jac has dtype float32, but x has dtype float64",
+    ),
+    (
+        "gradient list",
+        lambda e: _minimize(e, fun=lambda x: (1.0, [0.0] * 4)),
+        TypeError,
+        r"gradient from fun \(with jac=True\) must be a NumPy array.* got list",
+    ),
+    (
+        "objective shape",
+        lambda e: _minimize(e, fun=lambda x: (np.ones(2), x)),
+        ValueError,
+        r"fun must return a scalar objective value, got shape \(2,\)",
+    ),
+    (
+        "objective str",
+        lambda e: _minimize(e, fun=lambda x: ("a", x)),
+        TypeError,
+        r"fun must return a real scalar, got 'a'",
+    ),
+    (
+        "scalar instead of (f, g)",
+        lambda e: _minimize(e, fun=lambda x: 1.0),
+        TypeError,
+        r"fun must return \(f, g\) when jac=True; got float 1.0",
+    ),
+    (
+        "Minimizer.run max_steps",
+        lambda e: Minimizer(quad, e.x0, jac=True).run(0),
+        ValueError,
+        r"max_steps must be >= 1, got 0",
+    ),
+    # -- minimize: checkpoint options -------------------------------------------------
+    (
+        "checkpoint type",
+        lambda e: _options(e, checkpoint=3),
+        TypeError,
+        r"option checkpoint must be a file path \(str or os.PathLike\) or None, got 3",
+    ),
+    (
+        "checkpoint directory missing",
+        lambda e: _options(e, checkpoint=e.tmp / "nope" / "c.npz"),
+        ValueError,
+        r"option checkpoint: the directory '.*nope' of '.*c.npz' does not exist",
+    ),
+    (
+        "checkpoint is a directory",
+        lambda e: _options(e, checkpoint=e.tmp),
+        ValueError,
+        r"option checkpoint must be a file path, got the directory '",
+    ),
+    ("checkpoint ''", lambda e: _options(e, checkpoint=""), ValueError, r"option checkpoint .*''"),
+    (
+        "checkpoint_every 0",
+        lambda e: _options(e, checkpoint=e.ckpt, checkpoint_every=0),
+        ValueError,
+        r"option checkpoint_every must be >= 1, got 0",
+    ),
+    (
+        "checkpoint_every float",
+        lambda e: _options(e, checkpoint=e.ckpt, checkpoint_every=2.5),
+        TypeError,
+        r"option checkpoint_every must be an int >= 1 or None, got 2.5",
+    ),
+    (
+        "checkpoint_every without checkpoint",
+        lambda e: _options(e, checkpoint_every=10),
+        ValueError,
+        r"option checkpoint_every needs option checkpoint",
+    ),
+    (
+        "resume str",
+        lambda e: _options(e, checkpoint=e.ckpt, resume="yes"),
+        TypeError,
+        r"option resume must be a bool, got 'yes'",
+    ),
+    (
+        "resume without checkpoint",
+        lambda e: _options(e, resume=True),
+        ValueError,
+        r"option resume needs option checkpoint",
+    ),
+    (
+        "checkpoint with a stream",
+        lambda e: _minimize(e, args=iter([()]), options={"checkpoint": e.ckpt}),
+        ValueError,
+        r"option checkpoint cannot be combined with streamed args",
+    ),
+    (
+        "checkpoint of another method",
+        lambda e: _minimize(e, method="sgd", options={"checkpoint": e.ckpt, "resume": True}),
+        ValueError,
+        r"checkpoint '.*c.npz' belongs to another run: method is 'adam' in the checkpoint",
+    ),
+    # -- nadam.methods ----------------------------------------------------------------
+    (
+        "methods lr via scipy",
+        lambda e: so.minimize(quad, e.x0, jac=True, method=methods.adam, options={"lr": -1.0}),
+        ValueError,
+        r"Invalid lr: -1.0",
+    ),
+    (
+        "methods maxiter",
+        lambda e: methods.rmsprop(quad, e.x0, jac=True, maxiter=-1),
+        ValueError,
+        r"option maxiter must be >= 0, got -1",
+    ),
+    (
+        "methods constraints",
+        lambda e: so.minimize(
+            quad, e.x0, jac=True, method=methods.sgd, constraints=[{"type": "eq", "fun": sum}]
+        ),
+        ValueError,
+        r"constraints are not supported by nadam.methods.sgd",
+    ),
+    (
+        "methods x0",
+        lambda e: methods.nadam(quad, [np.nan], jac=True),
+        ValueError,
+        r"x0 must be finite",
+    ),
+    # -- nadam.schedules --------------------------------------------------------------
+    ("constant str", lambda e: schedules.constant("x"), TypeError, r"lr must be a real .*'x'"),
+    ("step step_size", lambda e: schedules.step(1.0, 0), ValueError, r"Invalid step_size: 0"),
+    ("step gamma", lambda e: schedules.step(1.0, 10, gamma=1.5), ValueError, r"gamma: 1.5"),
+    ("exponential", lambda e: schedules.exponential(1.0, -0.5), ValueError, r"gamma: -0.5"),
+    ("cosine lr", lambda e: schedules.cosine(-1.0, 10), ValueError, r"Invalid lr: -1.0"),
+    ("cosine total", lambda e: schedules.cosine(1.0, 0), ValueError, r"total_steps: 0"),
+    ("cosine warmup", lambda e: schedules.cosine(1.0, 10, 11), ValueError, r"warmup_steps: 11"),
+    ("cosine min_lr", lambda e: schedules.cosine(1.0, 10, min_lr=2.0), ValueError, r"min_lr: 2"),
+    ("inverse_sqrt", lambda e: schedules.inverse_sqrt(1.0, -1), ValueError, r"warmup_steps: -1"),
+    (
+        "plateau factor",
+        lambda e: schedules.reduce_on_plateau(1.0, factor=1.0),
+        ValueError,
+        r"Invalid factor: 1.0",
+    ),
+    (
+        "plateau patience",
+        lambda e: schedules.reduce_on_plateau(1.0, patience=1.5),
+        TypeError,
+        r"patience must be an int, got 1.5",
+    ),
+    (
+        "schedule load_state_dict",
+        lambda e: e.sched.load_state_dict(schedules.cosine(1.0, 10).state_dict()),
+        ValueError,
+        r"schedule state is for kind",
+    ),
+    # -- nadam.kernels helpers --------------------------------------------------------
+    ("kernels.get", lambda e: kernels.get("bogus"), ValueError, r"Unknown method 'bogus'"),
+    ("kernels.get option", lambda e: kernels.get("adam", amsgrad="y"), TypeError, r"amsgrad.*'y'"),
+    (
+        "kernels.hyperparameters",
+        lambda e: kernels.hyperparameters("adam", lr=-1.0),
+        ValueError,
+        r"Invalid lr: -1.0",
+    ),
+    (
+        "kernels.hyperparameters name",
+        lambda e: kernels.hyperparameters("adam", foo=1.0),
+        TypeError,
+        r"adam has no hyperparameter 'foo'",
+    ),
+    (
+        "kernels.hyperparameters schedule",
+        lambda e: kernels.hyperparameters("adam", lr=schedules.constant(0.1)),
+        TypeError,
+        r"kernels take a number for lr",
+    ),
+    ("kernels.slots", lambda e: kernels.slots("sgd", momentum=-1.0), ValueError, r"momentum: -1"),
+    ("kernels.state n<0", lambda e: kernels.state("adam", -1), ValueError, r"n must be .*got -1"),
+    ("kernels.state n", lambda e: kernels.state("adam", 2.5), TypeError, r"n must be .*got 2.5"),
+    (
+        "kernels.state dtype",
+        lambda e: kernels.state("adam", 3, np.int64),
+        TypeError,
+        r"dtype must be float32 or float64 .*got int64",
+    ),
+    (
+        "kernels.coefficient_buffer",
+        lambda e: kernels.coefficient_buffer("adam", np.int32),
+        TypeError,
+        r"dtype must be float32 or float64 .*got int32",
+    ),
+    ("kernels.aux", lambda e: kernels.aux(3), TypeError, r"method must be a str, got 3"),
+]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> SimpleNamespace:
+    """Fresh objects for one row; the test checks that the row changed none of them."""
+    x = np.linspace(-1.0, 1.0, 6)
+    opt = nadam.Adam(x, lr=0.1)
+    opt.step(np.ones(6))  # a state that is not the initial one
+    e = SimpleNamespace(
+        x=x,
+        opt=opt,
+        x0=np.array([0.5, -0.5, 1.5, 2.0]),
+        A=np.arange(20.0).reshape(10, 2),
+        b=np.arange(10.0),
+        sched=schedules.reduce_on_plateau(0.1, patience=1),
+        tmp=tmp_path,
+        ckpt=tmp_path / "c.npz",
+    )
+    for loss in (3.0, 3.0, 3.0):
+        e.sched.observe(loss)
+    _minimize(e, options={"maxiter": 3, "checkpoint": e.ckpt})  # a checkpoint of an adam run
+    return e
+
+
+def _snapshot(e: SimpleNamespace) -> dict:
+    sd = e.opt.state_dict()
+    return {
+        "x": e.x.copy(),
+        "opt": (sd["t"], sd["aux"], dict(sd["hyper"]), {k: v for k, v in sd["state"].items()}),
+        "x0": e.x0.copy(),
+        "A": e.A.copy(),
+        "b": e.b.copy(),
+        "sched": e.sched.state_dict(),
+        "ckpt": e.ckpt.read_bytes(),
+    }
+
+
+def _equal(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.array_equal(a, b)
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, (tuple, list)):
+        return len(a) == len(b) and all(_equal(u, v) for u, v in zip(a, b, strict=True))
+    return a == b
+
+
+@pytest.mark.parametrize("action, exc, pattern", [r[1:] for r in ROWS], ids=[r[0] for r in ROWS])
+def test_bad_input_fails_at_once_naming_it_and_changes_nothing(env, action, exc, pattern):
+    before = _snapshot(env)
+    with pytest.raises(exc, match=pattern):
+        action(env)
+    after = _snapshot(env)
+    changed = [k for k in before if not _equal(before[k], after[k])]
+    assert not changed, f"half-applied: {changed} changed"
