@@ -139,18 +139,41 @@ def timed(run):
 
 
 def nadam_compiled(X, y, steps):
-    return timed(lambda: nadam.minimize(loss, np.zeros(N_FEATURES), args=(X, y), jac=True,
-                                        options=options(steps, compiled=True)).x)
+    return timed(
+        lambda: (
+            nadam.minimize(
+                loss,
+                np.zeros(N_FEATURES),
+                args=(X, y),
+                jac=True,
+                options=options(steps, compiled=True),
+            ).x
+        )
+    )
 
 
 def nadam_python(X, y, steps):
-    return timed(lambda: nadam.minimize(loss, np.zeros(N_FEATURES), args=(X, y), jac=True,
-                                        options=options(steps, compiled=False)).x)
+    return timed(
+        lambda: (
+            nadam.minimize(
+                loss,
+                np.zeros(N_FEATURES),
+                args=(X, y),
+                jac=True,
+                options=options(steps, compiled=False),
+            ).x
+        )
+    )
 
 
 def nadam_numpy(X, y, steps):
-    return timed(lambda: nadam.minimize(numpy_loss, np.zeros(N_FEATURES), args=(X, y),
-                                        jac=True, options=options(steps)).x)
+    return timed(
+        lambda: (
+            nadam.minimize(
+                numpy_loss, np.zeros(N_FEATURES), args=(X, y), jac=True, options=options(steps)
+            ).x
+        )
+    )
 
 
 def bare(X, y, steps):
@@ -242,8 +265,9 @@ def first_call(kind: str) -> None:
     X, y = make_data()
     fun = loss if kind == "module" else make_closure(1.0)
     t0 = time.perf_counter()
-    nadam.minimize(fun, np.zeros(N_FEATURES), args=(X, y), jac=True,
-                   options=options(10, compiled=True))
+    nadam.minimize(
+        fun, np.zeros(N_FEATURES), args=(X, y), jac=True, options=options(10, compiled=True)
+    )
     print(f"{time.perf_counter() - t0:.3f}")
 
 
@@ -258,7 +282,10 @@ def fresh_process_times() -> dict[str, tuple[float, float]]:
             for _ in range(2):
                 run = subprocess.run(
                     [sys.executable, __file__, "--first-call", kind],
-                    env=env, capture_output=True, text=True, check=True,
+                    env=env,
+                    capture_output=True,
+                    text=True,
+                    check=True,
                 )
                 times.append(float(run.stdout.split()[-1]))
             out[kind] = (times[0], times[1])
@@ -291,8 +318,10 @@ def main() -> None:
         "nadam + NumPy objective": (nadam_numpy, slow),
     }
     if not a.no_peers:
-        for name, make, n in (("optax jit + fori_loop", make_optax, steps),
-                              ("torch Python loop", make_torch, slow)):
+        for name, make, n in (
+            ("optax jit + fori_loop", make_optax, steps),
+            ("torch Python loop", make_torch, slow),
+        ):
             try:
                 cases[name] = (make(X, y, n), n)
             except ImportError as exc:
@@ -308,25 +337,35 @@ def main() -> None:
 
     # The loss each case reaches, against nadam's after as many steps.
     reference = {n: nadam_compiled(X, y, n)[2] for n in {n for _, n in cases.values()}}
-    print(f"Minibatch logistic regression: {N_ROWS} x {N_FEATURES}, batch {BATCH}, Adam, "
-          f"float64; best of {a.repeats}, interleaved; µs per step, and ratios to the bare "
-          "loop and to nadam compiled")
-    print(f"{'':26s} {'':>6s} {'---------- wall ----------':>26s} "
-          f"{'----------- CPU ----------':>26s}")
-    print(f"{'case':26s} {'steps':>6s} " + f"{'µs':>8s} {'/ bare':>7s} {'/ nadam':>9s} " * 2
-          + f"{'final loss':>11s} {'nadam, same steps':>18s}")
+    print(
+        f"Minibatch logistic regression: {N_ROWS} x {N_FEATURES}, batch {BATCH}, Adam, "
+        f"float64; best of {a.repeats}, interleaved; µs per step, and ratios to the bare "
+        "loop and to nadam compiled"
+    )
+    print(
+        f"{'':26s} {'':>6s} {'---------- wall ----------':>26s} {'----------- CPU ----------':>26s}"
+    )
+    print(
+        f"{'case':26s} {'steps':>6s} "
+        + f"{'µs':>8s} {'/ bare':>7s} {'/ nadam':>9s} " * 2
+        + f"{'final loss':>11s} {'nadam, same steps':>18s}"
+    )
     for name, (_, n) in cases.items():
         row = f"{name:26s} {n:6d} "
         for best in (wall, cpu):
-            row += (f"{best[name] * 1e6:8.2f} {best[name] / best['bare numba loop']:7.2f} "
-                    f"{best[name] / best['nadam compiled']:9.2f} ")
+            row += (
+                f"{best[name] * 1e6:8.2f} {best[name] / best['bare numba loop']:7.2f} "
+                f"{best[name] / best['nadam compiled']:9.2f} "
+            )
         print(row + f"{full_loss(final[name], X, y):11.8f} {full_loss(reference[n], X, y):18.8f}")
     same = np.array_equal(final["nadam compiled"], final["bare numba loop"])
     print(f"nadam compiled and the bare loop end at bit-identical x: {same}")
     print(f"first call in this process (compiles what the numba cache lacks): {first:.2f} s")
     for kind, (cold, warm) in fresh_process_times().items():
-        print(f"first call in a new process, objective {kind:8s}: empty numba cache "
-              f"{cold:.2f} s (everything compiles), next process {warm:.2f} s (all cached)")
+        print(
+            f"first call in a new process, objective {kind:8s}: empty numba cache "
+            f"{cold:.2f} s (everything compiles), next process {warm:.2f} s (all cached)"
+        )
 
 
 if __name__ == "__main__":

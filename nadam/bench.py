@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.metadata as _metadata
 import hashlib
 import inspect
 import math
@@ -298,7 +299,8 @@ def _torch():
     return torch
 
 
-def torch_steps(case: Case, p: np.ndarray, g: np.ndarray) -> dict[str, Callable[[], None]]:
+def torch_steps(case: Case, p: np.ndarray, g: np.ndarray,
+                variants: tuple = ("loop", "foreach", "fused")) -> dict[str, Callable[[], None]]:
     """``torch.optim`` for-loop, foreach and (where torch has it) fused steps, sharing one
     copy of ``p`` and ``g``; empty if torch is not installed."""
     torch = _torch()
@@ -311,6 +313,8 @@ def torch_steps(case: Case, p: np.ndarray, g: np.ndarray) -> dict[str, Callable[
     out = {}
     for label, kw in (("loop", dict(foreach=False)), ("foreach", dict(foreach=True)),
                       ("fused", dict(fused=True))):
+        if label not in variants:
+            continue
         try:
             opt = cls([tp], **case.kw, **kw)
             opt.step()
@@ -369,29 +373,77 @@ def optax_step(case: Case, p: np.ndarray, g: np.ndarray) -> dict[str, Callable[[
 # ---------------------------------------------------------------------------------
 
 
+def others_cpu() -> dict[int, float]:
+    """CPU seconds used so far by every other process, by pid (Linux ``/proc``;
+    empty elsewhere).  See :func:`others_busy`."""
+    me, out = os.getpid(), {}
+    tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    try:
+        entries = list(os.scandir("/proc"))
+    except OSError:
+        return out
+    for entry in entries:
+        if not entry.name.isdigit() or int(entry.name) == me:
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            out[int(entry.name)] = (int(fields[11]) + int(fields[12])) / tick  # utime+stime
+        except (OSError, IndexError, ValueError):
+            continue
+    return out
+
+
+def others_busy(before: dict[int, float], seconds: float) -> float:
+    """Share of the machine's cores that other processes kept busy since ``before``
+    (:func:`others_cpu`) over ``seconds`` of wall time: 0 on a quiet machine, 0.5
+    when one of two cores was taken all along.  nan where ``/proc`` is missing."""
+    if not before:
+        return math.nan
+    after = others_cpu()
+    used = sum(t - before.get(pid, 0.0) for pid, t in after.items())
+    return max(0.0, used) / max(seconds, 1e-9) / (os.cpu_count() or 1)
+
+
+def family(name: str) -> str:
+    """The threading runtime a candidate runs on (numba, torch, optax or numpy)."""
+    head = name.split()[0]
+    return "numba" if head in ("nadam", "floor") else head
+
+
 def interleave(cands: dict[str, Callable[[], object]], rounds: int = 7,
-               sample_s: float = 2e-3) -> dict[str, np.ndarray]:
+               sample_s: float = 2e-3, settle_s: float = 0.01) -> dict[str, np.ndarray]:
     """Per-call times (s) of each candidate, ``rounds`` samples each.
 
     Each candidate is warmed up and calibrated to ``inner`` calls per sample (at
     least ``sample_s`` seconds), then the candidates are timed round-robin, the
-    order rotating every round, so that a burst of load from other processes is
-    spread over all of them.
+    order rotating every round.  Where two neighbours run on different thread
+    pools (numba's, torch's, XLA's), the second waits ``settle_s`` first, so that
+    the first one's threads, which spin a few milliseconds after each parallel
+    call, do not steal its cores; and a short candidate gets one untimed call
+    first, which wakes its own threads.
     """
-    inner = {}
+    inner, short = {}, {}
     for name, f in cands.items():
         f()
         t0 = time.perf_counter()
         f()
         dt = max(time.perf_counter() - t0, 1e-7)
         inner[name] = max(1, min(100_000, int(sample_s / dt)))
+        short[name] = dt < 1e-3
     names = list(cands)
     times: dict[str, list[float]] = {n: [] for n in names}
     perf = time.perf_counter
+    last = None
     for r in range(rounds):
         k = r % len(names)
         for name in names[k:] + names[:k]:
             f, m = cands[name], inner[name]
+            if family(name) != last:
+                time.sleep(settle_s)
+                last = family(name)
+            if short[name]:
+                f()
             t0 = perf()
             for _ in range(m):
                 f()
@@ -411,6 +463,8 @@ class Result:
     n: int
     bytes_per_element: int
     times: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Share of the machine's cores busy with other processes during the run.
+    others: float = math.nan
 
     def best(self, name: str) -> float:
         return float(self.times[name].min())
@@ -423,6 +477,14 @@ class Result:
         if a not in self.times or b not in self.times:
             return math.nan
         return self.best(a) / self.best(b)
+
+    def paired(self, a: str, b: str) -> float:
+        """Median over rounds of time(a) / time(b) within the same round: a burst of
+        load slows both of a pair timed back to back, so this is the robust ratio
+        on a busy machine; nan if either is missing."""
+        if a not in self.times or b not in self.times:
+            return math.nan
+        return float(np.median(self.times[a] / self.times[b]))
 
     def gbs(self, name: str) -> float:
         return self.bytes_per_element * self.n / self.best(name) / 1e9
@@ -454,7 +516,7 @@ def make_arrays(case: Case, n: int, dtype, seed: int = 0):
 
 def run_case(case: Case, dtype, n: int, rounds: int = 7, peers: bool = True,
              numpy_ref: bool = True, kernels: bool = True, step: bool = True,
-             parallel: bool | None = None) -> Result:
+             parallel: bool | None = None, quick: bool = False) -> Result:
     """Time one case: kernels and floors (serial and parallel), the class step,
     the NumPy reference and the installed peers, interleaved."""
     dtype = np.dtype(dtype)
@@ -486,10 +548,13 @@ def run_case(case: Case, dtype, n: int, rounds: int = 7, peers: bool = True,
         x2 = p.copy()
         cands["numpy"] = numpy_step(case.rule, case.kw, x2, g)
     if peers:
-        cands.update(torch_steps(case, p, g))
-        cands.update(optax_step(case, p, g))
+        cands.update(torch_steps(case, p, g, ("fused",) if quick else ("loop", "foreach", "fused")))
+        if not quick:
+            cands.update(optax_step(case, p, g))
     res = Result(case, dtype.name, n, bytes_per_element(ks, dtype.itemsize))
-    res.times = interleave(cands, rounds)
+    c0, t0 = others_cpu(), time.perf_counter()
+    res.times = interleave(cands, rounds, *((1e-3, 5e-3) if quick else ()))
+    res.others = others_busy(c0, time.perf_counter() - t0)
     del cands
     gc.collect()
     return res
@@ -507,43 +572,48 @@ def _fmt(x: float, spec: str = ".2f", suffix: str = "") -> str:
 
 
 def detail(res: Result, out=sys.stdout) -> None:
-    """Every candidate of one case: ns/element (best, median), x floor, GB/s."""
+    """Every candidate of one case: ns/element (best, median), x floor (ratio of the
+    best times, and median of the per-round ratios), x nadam step, GB/s."""
     n = res.n
-    print(f"\n{res.case.label}  {res.dtype}  N={n:,}  ({res.bytes_per_element} B/element)",
+    busy = "" if res.others != res.others else f", other processes kept {res.others:.0%} of the cores busy"
+    print(f"\n{res.case.label}  {res.dtype}  N={n:,}  ({res.bytes_per_element} B/element{busy})",
           file=out)
     print(f"  {'candidate':20s} {'ns/el best':>11s} {'median':>9s} {'x floor':>8s} "
-          f"{'x nadam':>8s} {'GB/s':>7s}", file=out)
+          f"{'paired':>7s} {'x nadam':>8s} {'GB/s':>7s}", file=out)
     ref = "nadam step ignore" if "nadam step ignore" in res.times else None
     for name in res.times:
-        fl = math.nan
+        fl = pf = math.nan
         for tag in ("serial", "parallel"):
             if name == f"nadam {tag}":
                 fl = res.ratio(name, f"floor {tag}")
+                pf = res.paired(name, f"floor {tag}")
         xn = res.ratio(name, ref) if ref else math.nan
         print(f"  {name:20s} {res.best(name) / n * 1e9:11.3f} {res.median(name) / n * 1e9:9.3f} "
-              f"{_fmt(fl, '.3f'):>8s} {_fmt(xn, '.2f'):>8s} {res.gbs(name):7.1f}", file=out)
+              f"{_fmt(fl, '.3f'):>8s} {_fmt(pf, '.3f'):>7s} {_fmt(xn, '.2f'):>8s} "
+              f"{res.gbs(name):7.1f}", file=out)
 
 
 def summary(results: list[Result], out=sys.stdout) -> None:
     """One line per case: kernels over floors, then each peer's time over nadam's step
     (>1: nadam is faster)."""
-    print("\nSummary (ratios of best times in one run; peers: peer time / nadam step time "
-          "with nonfinite='ignore')", file=out)
+    print("\nSummary.  x floor: kernel time / floor time (best of the rounds; 'paired': median of "
+          "the per-round ratios).\nPeers: peer's time / nadam's Optimizer.step time "
+          "(nonfinite='ignore'), best of the rounds; >1 means nadam is faster.\n"
+          "busy: share of the cores other processes used during the case.", file=out)
     head = (f"{'case':28s} {'dtype':7s} {'N':>10s} {'ser/floor':>9s} {'par/floor':>9s} "
-            f"{'GB/s':>6s} {'step/kern':>9s}")
+            f"{'paired':>6s} {'GB/s':>6s} {'busy':>5s}")
     for peer in PEERS:
         head += f" {peer:>13s}"
     print(head, file=out)
     for r in results:
-        best_kernel = min((r.best(k) for k in ("nadam serial", "nadam parallel") if k in r.times),
-                          default=math.nan)
         best_name = min((k for k in ("nadam serial", "nadam parallel") if k in r.times),
                         key=r.best, default=None)
         line = (f"{r.case.label:28s} {r.dtype:7s} {r.n:10,d} "
                 f"{_fmt(r.ratio('nadam serial', 'floor serial'), '.3f'):>9s} "
                 f"{_fmt(r.ratio('nadam parallel', 'floor parallel'), '.3f'):>9s} "
+                f"{_fmt(r.paired('nadam parallel', 'floor parallel'), '.3f'):>6s} "
                 f"{_fmt(r.gbs(best_name) if best_name else math.nan, '.1f'):>6s} "
-                f"{_fmt(r.best('nadam step ignore') / best_kernel if 'nadam step ignore' in r.times else math.nan, '.2f'):>9s}")
+                f"{_fmt(r.others * 100, '.0f', '%'):>5s}")
         for peer in PEERS:
             line += f" {_fmt(r.ratio(peer, 'nadam step ignore'), '.2f', 'x'):>13s}"
         print(line, file=out)
@@ -565,16 +635,11 @@ def machine() -> str:
     parts = [f"{cpu_name} ({ll.get_host_cpu_name()})", f"{os.cpu_count()} cpus",
              f"numba {numba.__version__} threads={numba.get_num_threads()}",
              f"numpy {np.__version__}"]
-    torch = _torch()
-    if torch is not None:
-        parts.append(f"torch {torch.__version__}")
-    try:
-        import jax
-        import optax
-
-        parts.append(f"jax {jax.__version__} optax {optax.__version__}")
-    except ImportError:
-        pass
+    for dist in ("torch", "jax", "optax"):  # versions without importing them
+        try:
+            parts.append(f"{dist} {_metadata.version(dist)}")
+        except _metadata.PackageNotFoundError:
+            pass
     return ", ".join(parts)
 
 
@@ -587,14 +652,14 @@ def run(quick: bool = False, cases=None, sizes=None, dtypes=None, rounds: int | 
         peers: bool = True, verbose: bool = True) -> list[Result]:
     """Run the benchmark and print the tables; returns the results.
 
-    ``quick``: Adam only, N = 10^3 and 10^6, float32 and float64, torch but not
-    optax (JAX's import and compile take longer than the whole run): a few seconds.
+    ``quick``: Adam only, N = 10^3 and 10^6, float32 and float64, five rounds,
+    torch's fused step as the only peer (importing torch is most of the run; JAX's
+    import and compile would take longer than the whole run): a few seconds.
     """
     if quick:
         cases = cases or (Case("adam"),)
         sizes = sizes or (1_000, 1_000_000)
         rounds = rounds or 5
-        os.environ.setdefault("NADAM_BENCH_NO_JAX", "1")
     cases = cases or CASES
     sizes = sizes or (1_000, 100_000, 10_000_000)
     dtypes = dtypes or ("float64", "float32")
@@ -604,7 +669,7 @@ def run(quick: bool = False, cases=None, sizes=None, dtypes=None, rounds: int | 
     for case in cases:
         for dtype in dtypes:
             for n in sizes:
-                res = run_case(case, dtype, n, rounds=rounds, peers=peers)
+                res = run_case(case, dtype, n, rounds=rounds, peers=peers, quick=quick)
                 results.append(res)
                 if verbose:
                     detail(res)

@@ -4,13 +4,12 @@ When ``fun`` (and ``jac``, if it is a separate callable) are numba ``@njit``
 functions and ``args`` are arrays and numbers (not a stream),
 :func:`nadam.minimize` runs its iterations inside one compiled *driver*, made
 for that objective: the minibatch sampler (:mod:`nadam.sampling`, the same
-indices for the same seed), the objective and gradient, the stopping rules
-(:func:`nadam.minimize._track`, the very helper the Python loop calls), the
+rows for the same seed), the objective and gradient, the stopping rules (the
+very compiled helper the Python loop calls, ``nadam.minimize._track``), the
 learning-rate schedule (:mod:`nadam.schedules`, reduce-on-plateau included),
-the rule's fused step (:func:`nadam.kernels.cpu.stepper`: coefficients and
-kernel) and the projection onto the bounds.  Every iterate is bit-identical to
-the Python loop's, and so are ``nit``, ``nfev``, ``njev``, ``status`` and
-``message``.
+the optimizer's fused step and the projection onto the bounds.  The iterates
+are bit-identical to the Python loop's, and so are ``nit``, ``nfev``,
+``njev``, ``status`` and ``message``:
 
 >>> import numpy as np, nadam
 >>> from numba import njit
@@ -27,51 +26,15 @@ the Python loop's, and so are ``nit``, ``nfev``, ``njev``, ``status`` and
 >>> bool(np.array_equal(fast.x, slow.x)), fast.nfev == slow.nfev
 (True, True)
 
-Chunks
-------
-Python is entered once per *chunk* of iterations, never once per step (a
-call from Python into compiled code costs microseconds, as much as a small
-step).  Between chunks the run is at an iteration boundary (see
-:class:`nadam.minimize.LoopState`), where Python does what only Python can:
-the progress bar, checkpoints, the check for SIGTERM/SIGINT.  Chunks start at
-one iteration and grow to about :data:`TARGET_SECONDS` of work (numba code
-cannot be interrupted, so a chunk bounds how late a signal is handled).
-
-A ``callback`` must see every iterate, so with one the driver returns after
-every evaluation (scipy's semantics, exactly as the Python loop: ``callback``
-gets each iterate after the first, ``StopIteration`` stops the run) and the
-loop costs one compiled call per iteration.
-
-When the loop is compiled
--------------------------
-Option ``compiled`` of :func:`nadam.minimize`: ``"auto"`` (default) compiles
-when the run allows it and uses the Python loop otherwise; ``False`` always
-uses the Python loop; ``True`` requires the compiled loop and raises
-``TypeError`` or ``ValueError`` saying why when the run cannot have it:
-``fun``/``jac`` not ``@njit`` functions, finite differences, a stream of
-``args``, an argument numba cannot type, an objective that does not compile
-for these arguments (numba's message is attached), a return value of the wrong
-type, ``lr`` a Python callable rather than a :mod:`nadam.schedules` schedule,
-or an option only the Python loop has (``history``, ``comm``).
-
-The objective's contract is that of the Python loop: ``fun(x, *args)`` gets
-the iterate (x0's shape and dtype, read-only) and this step's arguments (a
-batch of rows of every array in ``args``), and returns ``(f, g)`` with
-``jac=True`` (``f`` a real scalar, ``g`` an array of x0's shape and dtype), or
-``f`` alone with an ``@njit`` ``jac`` returning ``g``.
-
-Compilation and the cache
--------------------------
-A driver is specialised for its objective (the objective is a compile-time
-constant of it: calling it costs nothing more than in a hand-written loop) and
-compiled on the first run, which takes a few seconds.  It is cached on disk
-(numba's ``cache=True``) when the objective is itself ``@njit(cache=True)``,
-under a name derived from everything numba keys the objective's own cache on
-(its bytecode, closure variables and source file's time stamp) and the
-sources of the modules the driver links.  A closure whose variables cannot be
-pickled is compiled anew in every process.  As for numba's own cache, a
-change to a function *in another file* that the objective calls is not
-noticed.
+Python is entered once per chunk of iterations, never once per step (a call
+into compiled code costs microseconds, as much as a small step): chunks grow
+from one iteration to about :data:`TARGET_SECONDS` of work, and between them,
+at an iteration boundary, Python updates the progress bar, writes checkpoints
+and notices SIGTERM/SIGINT.  With a ``callback`` the driver returns after
+every evaluation, for scipy's semantics.  Option ``compiled`` (``"auto"``,
+True, False) of :func:`nadam.minimize` chooses the loop; :func:`plan` says
+which runs can be compiled.  ``docs/compiled.md`` has the contract for
+``fun``, caching and the measured speed.
 """
 
 from __future__ import annotations
@@ -121,11 +84,8 @@ TARGET_SECONDS = 0.05
 # that is not at its default sends the run to the Python loop (a new option is
 # Python-only until the driver learns it).
 _HANDLED = frozenset(
-    {
-        "maxiter", "disp", "gtol", "patience", "min_delta", "smoothing", "return_best",
-        "batch_size", "seed", "finite_diff_rel_step", "checkpoint", "checkpoint_every",
-        "resume", "compiled",
-    }
+    "maxiter disp gtol patience min_delta smoothing return_best batch_size seed "
+    "finite_diff_rel_step checkpoint checkpoint_every resume compiled".split()
 )
 
 # Slots of the int64 counter vector the driver reads and writes: loop state
@@ -171,6 +131,13 @@ def _gather_all(k: int) -> Any:
     return numba.njit(inline="always")(namespace["gather_all"])
 
 
+@cache
+def _inline(fn: Any) -> Any:
+    """The function of the dispatcher ``fn``, compiled to be inlined into a driver
+    (the same code, so the same operations)."""
+    return numba.njit(inline="always")(fn.py_func)
+
+
 @numba.njit(cache=True, nogil=True)
 def _copy(g, out):
     i = 0
@@ -180,8 +147,10 @@ def _copy(g, out):
 
 
 # The templates below are never called directly: _specialise copies their code
-# into functions whose globals bind the objective (_fun, _jac) and the rule's
-# stepper (_step) as compile-time constants, as nadam.kernels.cpu does.
+# into functions whose globals bind the objective (_fun, _jac), the rule's
+# coefficients and kernel (_coefficients, _kernel) and the pieces of a driver
+# (_evaluate, _advance, _gather_all) as compile-time constants, as
+# nadam.kernels.cpu does for its kernels.
 def _evaluate_pair_template(x, args):
     return _fun(x, *args)  # noqa: F821 (bound by _specialise)
 
@@ -192,11 +161,13 @@ def _evaluate_split_template(x, args):
 
 def _advance_template(x, g, s, hp, aux, h, lo, hi, kind, params, sched, ctr):
     # One step from the gradient g, as Optimizer.step and the Python loop take it:
-    # the schedule's rate for step t, the optimizer's stepper, the projection.
+    # the schedule's rate for step t, the optimizer's stepper (the rule's
+    # coefficients, then its kernel: nadam.kernels.cpu.stepper), the projection.
     t = ctr[_T] + 1
     if params is not None:
         hp[rules.LR] = schedules.evaluate(kind, params, sched, t)
-    _step(x, g.ravel(), s, hp, t, aux, h)  # noqa: F821
+    _coefficients(hp, t, aux, h)  # noqa: F821
+    _kernel(x, g.ravel(), s, h)  # noqa: F821
     ctr[_T] = t
     if lo is not None:
         _project(x, lo, hi)
@@ -204,8 +175,27 @@ def _advance_template(x, g, s, hp, aux, h, lo, hi, kind, params, sched, ctr):
 
 
 def _driver_template(
-    xv, x, args, pairs, sampler, perm, idx, lo, hi, best_x, best_g, tr, ctr, s, hp, aux, h,
-    kind, params, sched, g_out,
+    xv,
+    x,
+    args,
+    pairs,
+    sampler,
+    perm,
+    idx,
+    lo,
+    hi,
+    best_x,
+    best_g,
+    tr,
+    ctr,
+    s,
+    hp,
+    aux,
+    h,
+    kind,
+    params,
+    sched,
+    g_out,
 ):
     # The iterations from ctr[_NIT] to ctr[_END], in the order of
     # Minimizer._iterate; returns (status or _CONTINUE or _BAD_GRADIENT, last f).
@@ -230,7 +220,7 @@ def _driver_template(
         if code == _NONFINITE:
             _copy(g, g_out)
             return code, f
-        if params is not None:
+        if params is not None:  # a no-op unless reduce-on-plateau, as in Python
             schedules.observe(kind, params, sched, tr[_EMA])
         if pause and nit > 0:
             _copy(g, g_out)
@@ -285,8 +275,13 @@ def _fingerprint(fn: Any) -> str | None:
     except Exception:  # no file (a REPL), a closure numba could not pickle either
         return None
     h = hashlib.sha256()
-    for part in (path, stamp.st_mtime_ns, stamp.st_size, py.__qualname__,
-                 sorted(fn.targetoptions.items())):
+    for part in (
+        path,
+        stamp.st_mtime_ns,
+        stamp.st_size,
+        py.__qualname__,
+        sorted(fn.targetoptions.items()),
+    ):
         h.update(repr(part).encode())
     h.update(py.__code__.co_code)
     h.update(cells)
@@ -316,10 +311,21 @@ def _driver(fun: Any, jac: Any, opt: Optimizer, sampled: int) -> Any:
         )
     else:
         evaluate = _specialise(
-            _evaluate_split_template, f"evaluate_{name}", {"_fun": fun, "_jac": jac},
+            _evaluate_split_template,
+            f"evaluate_{name}",
+            {"_fun": fun, "_jac": jac},
             inline="always",
         )
-    advance = _specialise(_advance_template, f"advance_{name}", {"_step": step}, inline="always")
+    # The optimizer's stepper in its two pieces, inlined too (serial kernels: a
+    # prange kernel runs threads and stays a call; its steps are long anyway).
+    rule, opts = opt.rule, opt._opts
+    parallel = step is not cpu.stepper(rule, opts, False)
+    kernel = cpu.kernel(rule, opts, parallel)
+    pieces = {
+        "_coefficients": _inline(rule.coefficients),
+        "_kernel": kernel if parallel else _inline(kernel),
+    }
+    advance = _specialise(_advance_template, f"advance_{name}", pieces, inline="always")
     driver = _specialise(
         _driver_template,
         f"drive_{name}",
@@ -415,14 +421,14 @@ class CompiledLoop:
 
     def __init__(self, m: Minimizer, fun: Any, jac: Any, strict: bool):
         self._m, self._fun, self._jac, self._strict = m, fun, jac, strict
-        self._evaluate = m.evaluate  # replaced later: evaluations must go through Python
+        # Replaced later (a hook on every evaluation): the Python loop then runs.
+        self._evaluate = m.evaluate
         self._driver = None
         self._pairs: tuple | None = None
         self._chunk = 1
         x = m.state.x
         self._g = np.empty(x.size, x.dtype)  # the last gradient the driver reports
         self._ctr = np.zeros(8, np.int64)
-        self.compile_seconds = 0.0
 
     # -- arguments ------------------------------------------------------------------
     def _batch(self) -> tuple:
@@ -445,14 +451,32 @@ class CompiledLoop:
                 )
             pairs, sstate, perm, idx = self._pairs, sampler.state, sampler.perm, sampler.idx
         lo, hi = m._box if m._box is not None else (None, None)
-        flat = (lambda a: None if a is None else a.reshape(-1))
+        flat = lambda a: None if a is None else a.reshape(-1)
         kind, params, state = (
             (0, None, None) if sched is None else (sched.kind, sched.params, sched.state)
         )
         return (
-            m._view, m._x_flat, self._batch(), pairs, sstate, perm, idx, lo, hi,
-            flat(s.best_x), flat(s.best_g), tr, self._ctr, opt._state, opt._hp, opt._aux,
-            opt._h, kind, params, state, self._g,
+            m._view,
+            m._x_flat,
+            self._batch(),
+            pairs,
+            sstate,
+            perm,
+            idx,
+            lo,
+            hi,
+            flat(s.best_x),
+            flat(s.best_g),
+            tr,
+            self._ctr,
+            opt._state,
+            opt._hp,
+            opt._aux,
+            opt._h,
+            kind,
+            params,
+            state,
+            self._g,
         )
 
     # -- compiling ------------------------------------------------------------------
@@ -464,8 +488,9 @@ class CompiledLoop:
         try:
             argtypes = tuple(numba.typeof(v) for v in values)
         except ValueError as exc:
-            raise _Unsupported(f"an argument cannot be passed to compiled code: {exc}",
-                               TypeError) from None
+            raise _Unsupported(
+                f"an argument cannot be passed to compiled code: {exc}", TypeError
+            ) from None
         x = numba.typeof(m._view)
         shown = ", ".join(map(str, argtypes))
         gradient = jac if jac is not None else fun
@@ -482,13 +507,13 @@ class CompiledLoop:
         grad = gradient.overloads[argtypes].signature.return_type
         if jac is None:
             if not (isinstance(out, nbtypes.BaseTuple) and len(out) == 2):
-                raise _Unsupported(f"fun must return (f, g) when jac=True; it returns {out}",
-                                   TypeError)
+                raise _Unsupported(
+                    f"fun must return (f, g) when jac=True; it returns {out}", TypeError
+                )
             out, grad = out[0], out[1]
         if not isinstance(out, (nbtypes.Float, nbtypes.Integer)):
             raise _Unsupported(f"fun must return a real scalar f; it returns {out}", TypeError)
-        if not (isinstance(grad, nbtypes.Array) and grad.ndim == x.ndim
-                and grad.dtype == x.dtype):
+        if not (isinstance(grad, nbtypes.Array) and grad.ndim == x.ndim and grad.dtype == x.dtype):
             raise _Unsupported(
                 f"the gradient must be an array of x's dtype and ndim ({x.dtype}, {x.ndim}-d): "
                 f"nadam never mixes precisions; it is {grad}",
@@ -500,14 +525,12 @@ class CompiledLoop:
         m = self._m
         sampled = 0 if self._pairs is None else len(self._pairs)
         driver = _driver(self._fun, self._jac, m.state.optimizer, sampled)
-        start = time.perf_counter()
         try:
             driver.compile(tuple(numba.typeof(a) for a in arguments))
         except NumbaError as exc:
             raise _Unsupported(
                 f"the compiled loop does not compile for this run:\n{_describe(exc)}", TypeError
             ) from exc
-        self.compile_seconds = time.perf_counter() - start
         return driver
 
     # -- running --------------------------------------------------------------------

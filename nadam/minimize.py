@@ -96,6 +96,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "checkpoint_every": None,
     "resume": False,
     "compiled": "auto",
+    "device": "cpu",
 }
 
 _FD_METHODS = ("2-point", "3-point", "cs")
@@ -161,9 +162,9 @@ def _project(x, lo, hi):
 _EMA, _EMA_BEST, _THRESHOLD, _BEST_F, _STALL, _GNORM = range(6)  # state
 _BETA, _MIN_DELTA, _GTOL, _PATIENCE, _MAXITER = range(6, 11)  # options
 _TRACKER_SIZE = 11
-_GTOL_STOP, _MAXITER_STOP, _STALLED_STOP, _NONFINITE_STOP = (
-    Status.GTOL, Status.MAXITER, Status.STALLED, Status.NONFINITE
-)
+# Status codes as plain globals: numba freezes those, not a class's attributes.
+_GTOL_STOP, _MAXITER_STOP = Status.GTOL, Status.MAXITER
+_STALLED_STOP, _NONFINITE_STOP = Status.STALLED, Status.NONFINITE
 
 
 @njit(cache=True)
@@ -214,9 +215,8 @@ def _load_tracker(s: LoopState, o: dict) -> np.ndarray:
     """The tracker of :func:`_track` for the state ``s`` and the options ``o``."""
     tr = np.empty(_TRACKER_SIZE)
     eb = s.ema_best
-    tr[_EMA], tr[_EMA_BEST], tr[_BEST_F], tr[_STALL], tr[_GNORM] = (
-        s.ema, eb, s.best_f, s.stall, math.nan
-    )
+    tr[_EMA], tr[_EMA_BEST], tr[_BEST_F] = s.ema, eb, s.best_f
+    tr[_STALL], tr[_GNORM] = s.stall, math.nan
     # The improvement threshold follows from the best smoothed loss.
     tr[_THRESHOLD] = eb - o["min_delta"] * abs(eb) if eb < math.inf else math.inf
     tr[_BETA], tr[_MIN_DELTA], tr[_GTOL] = o["smoothing"], o["min_delta"], o["gtol"]
@@ -371,6 +371,8 @@ def _loop_options(opts: dict) -> dict:
         o["compiled"] = bool(o["compiled"])
     elif not (isinstance(o["compiled"], str) and o["compiled"] == "auto"):
         raise ValueError(f"option compiled must be 'auto', True or False, got {o['compiled']!r}")
+    if not (isinstance(o["device"], str) and o["device"] in ("cpu", "cuda")):
+        raise ValueError(f"option device must be 'cpu' or 'cuda', got {o['device']!r}")
     return o
 
 
@@ -397,9 +399,25 @@ def _wrap_callback(callback: Callable | None) -> Callable | None:
 
 def _readonly(a: np.ndarray) -> np.ndarray:
     # The objective sees the iterate itself (no per-step copy) but cannot modify it.
+    if not isinstance(a, np.ndarray):
+        return a  # a device iterate (option device): CUDA arrays have no read-only flag
     v = a.view()
     v.flags.writeable = False
     return v
+
+
+def _host_copy(a: Any) -> np.ndarray:
+    # A host copy of the iterate or a best array, which are numba device arrays
+    # with option device="cuda" (exports and checkpoints are host arrays).
+    return a.copy() if isinstance(a, np.ndarray) else a.copy_to_host()
+
+
+def _copy_into(dst: Any, src: np.ndarray) -> None:
+    # dst[...] = src, also for a device dst (restoring a device run from host arrays).
+    if isinstance(dst, np.ndarray):
+        dst[...] = src
+    else:
+        dst.copy_to_device(np.ascontiguousarray(src, dtype=dst.dtype))
 
 
 # ---------------------------------------------------------------------------
@@ -555,7 +573,7 @@ class LoopState:
     def export(self) -> dict[str, Any]:
         """The state as a flat dict of NumPy arrays (copies) and Python scalars."""
         out: dict[str, Any] = {name: getattr(self, name) for name in self._SCALARS}
-        out["x"] = self.x.copy()
+        out["x"] = _host_copy(self.x)
         sd = self.optimizer.state_dict()
         out["optimizer.rule"] = sd["rule"]
         out["optimizer.t"] = sd["t"]
@@ -568,7 +586,7 @@ class LoopState:
         if self.schedule is not None:
             out["schedule.state"] = self.schedule.state.copy()
         if self.best_x is not None:
-            out["best_x"], out["best_g"] = self.best_x.copy(), self.best_g.copy()
+            out["best_x"], out["best_g"] = _host_copy(self.best_x), _host_copy(self.best_g)
         return out
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -608,14 +626,14 @@ class LoopState:
             state={name: np.asarray(state[f"optimizer.state.{name}"]) for name in sd["state"]},
         )
         self.optimizer.load_state_dict(sd)  # validates (rule, size, dtype) before loading
-        self.x[...] = x
+        _copy_into(self.x, x)
         if self.sampler is not None:
             self.sampler.load_state_dict(sampler)
         if self.schedule is not None:
             self.schedule.state[:] = state["schedule.state"]
         if self.best_x is not None:
-            self.best_x[...] = state["best_x"]
-            self.best_g[...] = state["best_g"]
+            _copy_into(self.best_x, state["best_x"])
+            _copy_into(self.best_g, state["best_g"])
         for name in self._SCALARS:
             kind = int if name in ("nit", "nfev", "njev", "stall") else float
             setattr(self, name, kind(state[name]))
@@ -713,6 +731,13 @@ class Minimizer:
         self._box = box
         self._x_flat = x_flat
         self._view = _readonly(x)
+        self._device = None
+        if o["device"] == "cuda":  # x lives on the device from here on: see nadam.device
+            from .device import DeviceRun, check_options
+
+            check_options(o, jac)
+            self._device = DeviceRun(x, box, o["return_best"])
+            x, self._x_flat, self._view = self._device.x, self._device.x_flat, self._device.x
 
         # What the objective receives each step.
         self._stream: Iterator | None = None
@@ -750,7 +775,12 @@ class Minimizer:
 
         opt = OPTIMIZERS[rule.name](x, nonfinite="ignore", **hyper)
         lr = hyper.get("lr")
-        best = (np.empty_like(x), np.empty_like(x)) if o["return_best"] else (None, None)
+        if self._device is None:
+            best = (np.empty_like(x), np.empty_like(x)) if o["return_best"] else (None, None)
+        else:  # device arrays; the callback gets host copies
+            best = self._device.best
+            if self._callback is not None:
+                self._callback = self._device.host_callback(self._callback)
         self.state = LoopState(x, opt, sampler, lr if isinstance(lr, Schedule) else None, *best)
         self._checked = False  # the first evaluation's output is validated
         self._last: tuple = (None, None)  # latest (f, g): what a stream's end reports
@@ -771,7 +801,7 @@ class Minimizer:
         # The compiled loop (option compiled; nadam.compiled imports this module).
         from .compiled import plan
 
-        self._compiled = plan(self, fun, jac)
+        self._compiled = plan(self, fun, jac) if self._device is None else None
 
     # -- public ---------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -829,7 +859,7 @@ class Minimizer:
             if outcome is None:
                 f, g = self._last
                 if g is None:  # stopped before its first evaluation (while compiling, say)
-                    f, g = math.nan, np.full_like(s.x, math.nan)
+                    f, g = math.nan, np.full(s.x.shape, math.nan, s.x.dtype)
                 outcome = (Status.INTERRUPTED, f, g, signal.Signals(pending[0]).name)
             if ckpt is not None:  # the final state, still with the signals caught
                 ckpt.write(s)
@@ -852,6 +882,10 @@ class Minimizer:
             isinstance(f, np.ndarray) and f.dtype.kind in "iuf"
         ):
             raise TypeError(f"fun must return a real scalar, got {f!r} of type {type(f).__name__}")
+        if self._device is not None:  # a device gradient, checked without copying it
+            self._device.check_grad(g, src)
+            self._checked = True
+            return float(f), g
         if not isinstance(g, np.ndarray):
             raise TypeError(
                 f"the gradient from {src} must be a NumPy array of shape {x.shape} and dtype "
@@ -882,11 +916,15 @@ class Minimizer:
         step = s.optimizer.step
         box = self._box
         lo, hi = box if box is not None else (None, None)
+        track, project = _track, _project
+        if self._device is not None:  # the same bookkeeping on device arrays: nadam.device
+            dev = self._device
+            track, project, (lo, hi) = dev.track, dev.project, dev.box
         observe = s.schedule.observe if s.schedule is not None and s.schedule.stateful else None
         callback, bar = self._callback, self._bar
         record = self._history.append if self._history is not None else None
-        best_x, best_g = (None, None) if s.best_x is None else (
-            s.best_x.reshape(-1), s.best_g.reshape(-1)
+        best_x, best_g = (
+            (None, None) if s.best_x is None else (s.best_x.reshape(-1), s.best_g.reshape(-1))
         )
         nit, nfev, njev = s.nit, s.nfev, s.njev
         tr = _load_tracker(s, o)  # the stopping rules' state, updated by _track
@@ -919,7 +957,7 @@ class Minimizer:
                 else:
                     f, g = self._check_output(out)
                     checked = True
-                code = _track(f, g, x_flat, lo, hi, best_x, best_g, tr, nit)
+                code = track(f, g, x_flat, lo, hi, best_x, best_g, tr, nit)
                 if code == Status.NONFINITE:
                     status = code
                     what = "gradient" if math.isfinite(f) else "objective"
@@ -943,7 +981,7 @@ class Minimizer:
                     break
                 step(g)
                 if box is not None:
-                    _project(x_flat, lo, hi)
+                    project(x_flat, lo, hi)
                 nit += 1
         finally:
             self._last = f, g
@@ -983,6 +1021,8 @@ class Minimizer:
             f = float(f)
             s.nfev += self._fev
             s.njev += 1
+        if self._device is not None:  # the result is on the host, in x0's shape
+            x, g = self._device.to_host(x), self._device.to_host(g)
         success, template = MESSAGES[status]
         message = template.format(
             gtol=o["gtol"], patience=o["patience"], min_delta=o["min_delta"], what=what, nit=s.nit
@@ -1151,6 +1191,19 @@ def minimize(
             Python callable ``lr``, ``history`` or ``comm``); False always runs
             the Python loop; True raises ``TypeError`` or ``ValueError`` saying
             why the run cannot be compiled.  See ``docs/compiled.md``.
+        device : {"cpu", "cuda"}, default "cpu"
+            "cuda": keep the iterate on the CUDA device for the whole run
+            (:mod:`nadam.device`, ``docs/gpu.md``).  x0 is copied there once;
+            ``fun`` receives the device iterate itself (writable: do not modify
+            it) and returns a host scalar and a device gradient (any
+            ``__cuda_array_interface__`` array of x's shape and dtype), ``args``
+            pass through as given; the gradient norm, bounds and ``return_best``
+            stay on the device, one scalar is read back per step, and the
+            result's ``x`` and ``jac`` are host arrays.  Needs ``jac=True`` or a
+            ``jac`` callable, and excludes ``batch_size`` (stream device batches
+            as ``args`` instead), ``comm`` and ``compiled=True`` (ValueError);
+            callbacks get host copies.  Without numba-cuda an ``ImportError``,
+            without a device a ``RuntimeError``.
 
         SIGTERM and SIGINT (Ctrl-C) during a run (in the main thread) finish
         the current step, save the checkpoint if one is configured, and return

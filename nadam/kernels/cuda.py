@@ -50,11 +50,13 @@ __all__ = [
     "BLOCKS_PER_SM",
     "THREADS",
     "Device",
+    "InfNorm",
     "all_finite",
     "is_device_array",
     "kernel",
     "launch_config",
     "load",
+    "projector",
 ]
 
 #: Threads per block: a multiple of the warp size that lets 8 blocks share an SM.
@@ -156,6 +158,68 @@ def _nonfinite_template(x, flag):
         i += stride
 
 
+def _inf_norm_template(x, g, lo, hi, partial):
+    # partial[block] = max_i |g_i| over this block's elements, or, with _PROJECTED,
+    # max_i |P(x_i - g_i) - x_i| (P: the clip onto [lo_i, hi_i]), the same measures
+    # and arithmetic (in g's dtype) as nadam.minimize's _inf_norm and
+    # _projected_inf_norm.  NaN is sticky in the max (a NaN operand wins), and with
+    # _PROJECTED a non-finite g_i gives NaN, as on the CPU: a finite result
+    # certifies a finite gradient.  A shared-memory tree reduces each block, so
+    # one write per block and no atomics (float atomics are a CAS loop, and their
+    # order would not matter here but their contention on one address would).
+    buf = cuda.shared.array(THREADS, numba.float64)  # noqa: F821
+    tid = cuda.threadIdx.x  # noqa: F821
+    i = _index(cuda.grid(1))  # noqa: F821
+    stride = _index(cuda.gridsize(1))  # noqa: F821
+    n = _index(g.shape[0])
+    m = 0.0
+    while i < n:
+        gi = g[i]
+        if _PROJECTED:  # noqa: F821 (a compile-time constant: the branch is pruned)
+            if math.isfinite(gi):
+                xi = x[i]
+                v = xi - gi
+                if v < lo[i]:
+                    v = lo[i]
+                elif v > hi[i]:
+                    v = hi[i]
+                a = abs(v - xi)
+            else:
+                a = math.nan
+        else:
+            a = abs(gi)
+        if a > m or a != a:
+            m = a
+        i += stride
+    buf[tid] = m
+    cuda.syncthreads()  # noqa: F821
+    width = cuda.blockDim.x  # noqa: F821 (a multiple of 32, not always a power of 2)
+    step = 1
+    while step < width:
+        if tid % (2 * step) == 0 and tid + step < width:
+            b = buf[tid + step]
+            if b > buf[tid] or b != b:
+                buf[tid] = b
+        step *= 2
+        cuda.syncthreads()  # noqa: F821
+    if tid == 0:
+        partial[cuda.blockIdx.x] = buf[0]  # noqa: F821
+
+
+def _project_template(x, lo, hi):
+    # Clip x onto [lo, hi] in place, as nadam.minimize._project.
+    i = _index(cuda.grid(1))  # noqa: F821
+    stride = _index(cuda.gridsize(1))  # noqa: F821
+    n = _index(x.shape[0])
+    while i < n:
+        v = x[i]
+        if v < lo[i]:
+            x[i] = lo[i]
+        elif v > hi[i]:
+            x[i] = hi[i]
+        i += stride
+
+
 def _specialise(template, name: str, bindings: dict, **jit):
     cuda = load()
     fn = types.FunctionType(template.__code__, {**globals(), "cuda": cuda, **bindings}, name)
@@ -203,6 +267,17 @@ def _nonfinite_kernel():
     return _specialise(_nonfinite_template, "nonfinite_cuda", {}, **_JIT)
 
 
+@cache
+def _inf_norm_kernel(projected: bool):
+    name = "projected_inf_norm_cuda" if projected else "inf_norm_cuda"
+    return _specialise(_inf_norm_template, name, {"_PROJECTED": bool(projected)}, **_JIT)
+
+
+@cache
+def _project_kernel():
+    return _specialise(_project_template, "project_cuda", {}, **_JIT)
+
+
 @lru_cache(maxsize=256)
 def _launch_config(n: int, sm_count: int) -> tuple[int, int]:
     # Small arrays get one small block (no idle warps); large ones a grid that
@@ -223,9 +298,10 @@ def launch_config(n: int) -> tuple[int, int]:
     return _launch_config(int(n), int(getattr(device, "MULTIPROCESSOR_COUNT", 1)))
 
 
-def _configured(kern, n: int):
-    """A launcher ``launch(*args)`` of ``kern`` over ``n`` elements, built once."""
-    blocks, threads = launch_config(n)
+def _configured(kern, n: int, grid: tuple[int, int] | None = None):
+    """A launcher ``launch(*args)`` of ``kern`` over ``n`` elements (on ``grid``,
+    ``(blocks, threads)``, if given), built once."""
+    blocks, threads = launch_config(n) if grid is None else grid
     if simulated():
         # The simulator's ``kern[...]`` sets the grid on the shared kernel object
         # and returns it: index it on every call.
@@ -259,6 +335,59 @@ class _FiniteCheck:
             return True
         self._flag.copy_to_device(np.zeros(1, np.int32))
         return False
+
+
+class InfNorm:
+    """``norm(x, g, lo, hi) -> float``: the gradient norm of :func:`nadam.minimize.minimize`
+    for flat device arrays, computed on the device.
+
+    ``max_i |g_i|``, or with ``projected=True`` the projected-gradient norm
+    ``max_i |P(x_i - g_i) - x_i|`` (P: the clip onto ``[lo, hi]``); NaN when any
+    ``g_i`` is NaN (and, projected, when any is infinite), so a finite result
+    certifies a finite gradient.  Equal to the CPU helpers' value, bit for bit:
+    the same arithmetic in g's dtype, and a max does not depend on its order.
+
+    Two launches (per-block maxima, then one block over those; one when a single
+    block covers ``n``) and an 8-byte read back, which waits for the kernels:
+    the one synchronisation per step that a host-side stopping test needs anyway.
+    Without ``projected``, ``x``, ``lo`` and ``hi`` are ignored (pass ``g``).
+
+    Parameters
+    ----------
+    n : int
+        Number of elements of the flat arrays.
+    projected : bool
+        Whether to compute the projected norm (``lo``, ``hi``: the bounds).
+    """
+
+    def __init__(self, n: int, projected: bool = False):
+        cuda = load()
+        blocks, _ = launch_config(n)
+        self._first = _configured(_inf_norm_kernel(projected), n)
+        # The second pass reads the per-block maxima as a plain (non-projected) norm
+        # (they are >= 0 or NaN, so |m| = m) in one block, which must write out[0]:
+        # launch_config would give several blocks for over THREADS maxima.
+        grid = (1, min(THREADS, 32 * -(-blocks // 32)))
+        self._second = None if blocks == 1 else _configured(_inf_norm_kernel(False), blocks, grid)
+        self._partial = cuda.device_array(blocks, np.float64)
+        self._out = cuda.device_array(1, np.float64)
+        self._host = cuda.pinned_array(1, np.float64)
+
+    def __call__(self, x, g, lo, hi) -> float:
+        partial, out = self._partial, self._out
+        if self._second is None:
+            self._first(x, g, lo, hi, out)
+        else:
+            self._first(x, g, lo, hi, partial)
+            self._second(partial, partial, partial, partial, out)
+        out.copy_to_host(self._host)
+        return float(self._host[0])
+
+
+def projector(n: int):
+    """``project(x, lo, hi) -> None``: clip the flat ``n``-element device array ``x``
+    onto ``[lo, hi]`` in place (device arrays of x's dtype), one launch, asynchronous."""
+    return _configured(_project_kernel(), n)
 
 
 def all_finite(x: Any) -> bool:
