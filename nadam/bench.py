@@ -420,8 +420,9 @@ def interleave(cands: dict[str, Callable[[], object]], rounds: int = 7,
     order rotating every round.  Where two neighbours run on different thread
     pools (numba's, torch's, XLA's), the second waits ``settle_s`` first, so that
     the first one's threads, which spin a few milliseconds after each parallel
-    call, do not steal its cores; and a short candidate gets one untimed call
-    first, which wakes its own threads.
+    call, do not steal its cores, then runs untimed for 3 ms (its own threads
+    awake, the core's clock back up); otherwise a short candidate gets one untimed
+    call first.
     """
     inner, short = {}, {}
     for name, f in cands.items():
@@ -442,7 +443,13 @@ def interleave(cands: dict[str, Callable[[], object]], rounds: int = 7,
             if family(name) != last:
                 time.sleep(settle_s)
                 last = family(name)
-            if short[name]:
+                # Untimed calls for a few ms: wake this runtime's threads and bring
+                # the core's clock back up after the pause.
+                t_end = perf() + 3e-3
+                f()
+                while perf() < t_end:
+                    f()
+            elif short[name]:
                 f()
             t0 = perf()
             for _ in range(m):
