@@ -49,6 +49,7 @@ from common import (  # noqa: E402
     detail,
     fresh_process,
     interleave,
+    load_results,
     machine,
     plot_sweep,
     run_case,
@@ -196,6 +197,25 @@ def sweep(cases, adam_sizes, other_sizes, dtypes, rounds, peers, verbose) -> lis
     return results
 
 
+def markdown_report(out: dict, results: list) -> str:
+    """Latency, call-cost and summary tables in Markdown (docs/benchmarks.md)."""
+    md = [f"Machine: {out['machine']}\n"]
+    if "latency" in out:
+        for label, d in out["latency"].items():
+            md.append(f"- {label}: " + ", ".join(f"{k[:-2].replace('_', ' ')} {v * 1e3:.0f} ms"
+                                                 for k, v in d.items()))
+        md.append("")
+    if "calls" in out:
+        c = out["calls"]
+        md.append("| one Adam step, N = 1000 | float64 (µs) | float32 (µs) |")
+        md.append("|---|---|---|")
+        for name in c["float64"]:
+            md.append(f"| {name} | {c['float64'][name] * 1e6:.2f} | {c['float32'][name] * 1e6:.2f} |")
+        md.append("")
+    md.append(bench.markdown(results))
+    return "\n".join(md)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rules", help="comma-separated rules or case labels (default: all)")
@@ -209,6 +229,9 @@ def main(argv=None) -> int:
     ap.add_argument("--plot", default=str(ROOT / "docs" / "img" / "kernels.png"),
                     help="PNG path ('' for none)")
     ap.add_argument("--json", help="save all samples to this file")
+    ap.add_argument("--markdown", help="save the tables as Markdown to this file")
+    ap.add_argument("--from-json", help="measure nothing: redo the tables and the plot "
+                    "from a run saved with --json")
     ap.add_argument("--brief", action="store_true", help="summary table only")
     a = ap.parse_args(argv)
 
@@ -224,6 +247,16 @@ def main(argv=None) -> int:
         a.skip_latency, a.plot, a.rounds = True, "", min(a.rounds, 5)
     dtypes = tuple(a.dtypes.split(","))
 
+    if a.from_json:
+        out, results = load_results(a.from_json)
+        print(out["machine"])
+        summary(results)
+        if a.plot:
+            plot_sweep(results, a.plot, title=out["machine"])
+        if a.markdown:
+            Path(a.markdown).write_text(markdown_report(out, results))
+        return 0
+
     print(machine())
     print(f"command: python benchmarks/kernels.py {' '.join(argv if argv is not None else sys.argv[1:])}")
     out: dict = {"machine": machine()}
@@ -236,10 +269,12 @@ def main(argv=None) -> int:
     if a.plot and any(r.case == Case("adam") for r in results):
         plot_sweep(results, a.plot, title=machine())
         print(f"\nplot: {os.path.relpath(a.plot)}")
+    if a.markdown:
+        Path(a.markdown).write_text(markdown_report(out, results))
     if a.json:
         out["results"] = [
             {"case": r.case.label, "dtype": r.dtype, "n": r.n,
-             "bytes_per_element": r.bytes_per_element,
+             "bytes_per_element": r.bytes_per_element, "others": r.others,
              "times": {k: v.tolist() for k, v in r.times.items()}}
             for r in results
         ]

@@ -55,6 +55,7 @@ __all__ = [
     "floor_kernel",
     "interleave",
     "main",
+    "markdown",
     "run",
     "run_case",
 ]
@@ -412,7 +413,7 @@ def family(name: str) -> str:
 
 
 def interleave(cands: dict[str, Callable[[], object]], rounds: int = 7,
-               sample_s: float = 2e-3, settle_s: float = 0.01) -> dict[str, np.ndarray]:
+               sample_s: float = 2e-3, settle_s: float = 0.02) -> dict[str, np.ndarray]:
     """Per-call times (s) of each candidate, ``rounds`` samples each.
 
     Each candidate is warmed up and calibrated to ``inner`` calls per sample (at
@@ -535,34 +536,43 @@ def run_case(case: Case, dtype, n: int, rounds: int = 7, peers: bool = True,
     kinds = [False, True] if threads else [False]
     if parallel is not None:
         kinds = [parallel]
-    cands: dict[str, Callable] = {}
+    # Two groups, each interleaved: the kernels against their floors, and the
+    # user-level steps against the peers.  Apart, because the peers' own arrays
+    # (copies, state, temporaries) evict ours from the L3 cache: at sizes near
+    # its capacity that would slow whichever kernel runs first after a peer.
+    group_k: dict[str, Callable] = {}
     if kernels:
         for par in kinds:
             tag = "parallel" if par else "serial"
             k = cpu.kernel(rule, case.opts, par)
             f = floor_kernel(ks, par)
-            cands[f"floor {tag}"] = lambda f=f: f(p, g, s, hz)
-            cands[f"nadam {tag}"] = lambda k=k: k(p, g, s, h)
+            group_k[f"floor {tag}"] = lambda f=f: f(p, g, s, hz)
+            group_k[f"nadam {tag}"] = lambda k=k: k(p, g, s, h)
+    group_p: dict[str, Callable] = {}
     if step:
         cls = _class_for(case.rule)
         kw = {k: v for k, v in case.kw.items()}
         x1 = p.copy()
         o1 = cls(x1, **kw)
         o2 = cls(x1, nonfinite="ignore", **kw)
-        cands["nadam step"] = lambda: o1.step(g)
-        cands["nadam step ignore"] = lambda: o2.step(g)
+        group_p["nadam step"] = lambda: o1.step(g)
+        group_p["nadam step ignore"] = lambda: o2.step(g)
     if numpy_ref:
         x2 = p.copy()
-        cands["numpy"] = numpy_step(case.rule, case.kw, x2, g)
+        group_p["numpy"] = numpy_step(case.rule, case.kw, x2, g)
     if peers:
-        cands.update(torch_steps(case, p, g, ("fused",) if quick else ("loop", "foreach", "fused")))
+        group_p.update(torch_steps(case, p, g, ("fused",) if quick else ("loop", "foreach", "fused")))
         if not quick:
-            cands.update(optax_step(case, p, g))
+            group_p.update(optax_step(case, p, g))
     res = Result(case, dtype.name, n, bytes_per_element(ks, dtype.itemsize))
+    timing = (1e-3, 5e-3) if quick else ()
     c0, t0 = others_cpu(), time.perf_counter()
-    res.times = interleave(cands, rounds, *((1e-3, 5e-3) if quick else ()))
+    res.times = {}
+    for group in (group_k, group_p):
+        if group:
+            res.times.update(interleave(group, rounds, *timing))
     res.others = others_busy(c0, time.perf_counter() - t0)
-    del cands
+    del group_k, group_p
     gc.collect()
     return res
 
@@ -624,6 +634,26 @@ def summary(results: list[Result], out=sys.stdout) -> None:
         for peer in PEERS:
             line += f" {_fmt(r.ratio(peer, 'nadam step ignore'), '.2f', 'x'):>13s}"
         print(line, file=out)
+
+
+def markdown(results: list[Result]) -> str:
+    """The summary as a Markdown table (for the docs)."""
+    peers = [p for p in PEERS if any(p in r.times for r in results)]
+    head = ["case", "dtype", "N", "serial / floor", "parallel / floor", "(paired)", "GB/s",
+            "busy"] + [f"{p} / nadam" for p in peers]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        best_name = min((k for k in ("nadam serial", "nadam parallel") if k in r.times),
+                        key=r.best, default=None)
+        row = [r.case.label, r.dtype, f"{r.n:.0e}".replace("e+0", "e"),
+               _fmt(r.ratio("nadam serial", "floor serial"), ".2f"),
+               _fmt(r.ratio("nadam parallel", "floor parallel"), ".2f"),
+               _fmt(r.paired("nadam parallel", "floor parallel"), ".2f"),
+               _fmt(r.gbs(best_name) if best_name else math.nan, ".0f"),
+               _fmt(r.others * 100, ".0f", "%")]
+        row += [_fmt(r.ratio(p, "nadam step ignore"), ".2f", "x") for p in peers]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def machine() -> str:

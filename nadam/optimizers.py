@@ -611,7 +611,8 @@ class RAdam(Optimizer):
 
         \rho_\infty &= 2/(1-\beta_2) - 1, \quad
             \rho_t = \rho_\infty - 2t\beta_2^t/(1-\beta_2^t) \\
-        r_t &= \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}} \\
+        r_t &= \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}
+                         {(\rho_\infty-4)(\rho_\infty-2)\rho_t}} \\
         p_t &= p_{t-1} - \frac{\gamma}{1-\beta_1^t} m_t \cdot
             \begin{cases} r_t \sqrt{1-\beta_2^t} / (\sqrt{v_t} + \epsilon) & \rho_t > 5 \\
             1 & \text{otherwise} \end{cases}

@@ -61,7 +61,9 @@ def _is_real(value: object) -> bool:
 
 def _check_real(name: str, value: object, low: float, high: float, high_open: bool) -> float:
     if not _is_real(value):
-        raise TypeError(f"{name} must be a real number, got {value!r} of type {type(value).__name__}")
+        raise TypeError(
+            f"{name} must be a real number, got {value!r} of type {type(value).__name__}"
+        )
     x = float(value)
     upper = "<" if high_open else "<="
     ok = math.isfinite(x) and low <= x and (x < high if high_open else x <= high)

@@ -50,14 +50,15 @@ __all__ = [
 # ``python benchmarks/crossover.py`` (2-core Xeon, numba's OpenMP layer, quiet
 # machine): the crossover moves with a rule's cost per element, from ~2,700
 # (float64 Adam/RAdam, bound by the divide/sqrt unit) and ~11,000 (float32
-# Adam/RAdam/RMSprop) to ~20,000-30,000 (SGD, Adamax, Adagrad float32); 2**14 is
-# the geometric mean of all of them (19,600), so that neither end of the range is
-# more than ~1.7x off its best kernel near the threshold.
-PARALLEL_THRESHOLD = 2**14
+# Adam/RAdam/RMSprop) to ~20,000-30,000 (SGD float64, Adagrad and Adamax
+# float32) and beyond (SGD float32).  At 2**13 the worst case near the threshold
+# is ~1.5x off the better kernel at either end (float64 Adam run serially just
+# below it, ~5 µs lost per step; float32 SGD run threaded just above it, ~1 µs).
+PARALLEL_THRESHOLD = 2**13
 
 # The same crossover for the finiteness check of the gradient (a read-only pass),
-# measured by the same script: ~37,000 (float64) and ~61,000 (float32).  A
-# compile-time constant of ``all_finite``.
+# measured by the same script: ~30,000-37,000 (float64), ~60,000-75,000 (float32).
+# A compile-time constant of ``all_finite``.
 FINITE_PARALLEL_THRESHOLD = 2**15
 
 _JIT = dict(error_model="numpy", cache=True, nogil=True)
