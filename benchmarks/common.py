@@ -45,8 +45,9 @@ def fresh_process(code: str, cache_dir: str | os.PathLike, threads: int | None =
     env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir))
     if threads:
         env["NUMBA_NUM_THREADS"] = str(threads)
-    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, check=True,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, check=True, capture_output=True, text=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -58,15 +59,21 @@ def load_results(path: str | os.PathLike) -> tuple[dict, list[Result]]:
     by_label = {c.label: c for c in CASES}
     results = []
     for d in data.get("results", []):
-        r = Result(by_label[d["case"]], d["dtype"], d["n"], d["bytes_per_element"],
-                   {k: np.array(v) for k, v in d["times"].items()})
+        r = Result(
+            by_label[d["case"]],
+            d["dtype"],
+            d["n"],
+            d["bytes_per_element"],
+            {k: np.array(v) for k, v in d["times"].items()},
+        )
         r.others = d.get("others", float("nan"))
         results.append(r)
     return data, results
 
 
-def plot_sweep(results: list[Result], path: str | os.PathLike, rule: str = "adam",
-               title: str | None = None) -> None:
+def plot_sweep(
+    results: list[Result], path: str | os.PathLike, rule: str = "adam", title: str | None = None
+) -> None:
     """Time per element against N for every candidate of ``rule``'s default case,
     one panel per dtype, log-log; saved as a PNG."""
     import matplotlib
@@ -76,14 +83,17 @@ def plot_sweep(results: list[Result], path: str | os.PathLike, rule: str = "adam
 
     rs = [r for r in results if r.case == Case(rule)]
     dtypes = sorted({r.dtype for r in rs}, reverse=True)
-    fig, axes = plt.subplots(1, len(dtypes), figsize=(6.2 * len(dtypes), 4.6), sharey=True,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(dtypes), figsize=(6.2 * len(dtypes), 4.6), sharey=True, squeeze=False
+    )
     style = {  # candidate: (legend label, line style)
         "floor parallel": ("memory floor, all cores", dict(color="0.45", ls="--", lw=2.2)),
         "floor serial": ("memory floor, one core", dict(color="0.75", ls="--", lw=1.5)),
         "nadam step": ("nadam Adam.step(g)", dict(color="C3", lw=2.6)),
-        "nadam step ignore": ("nadam Adam.step(g), nonfinite='ignore'",
-                              dict(color="C3", lw=1.4, ls="-.")),
+        "nadam step ignore": (
+            "nadam Adam.step(g), nonfinite='ignore'",
+            dict(color="C3", lw=1.4, ls="-."),
+        ),
         "nadam parallel": ("nadam kernel, all cores", dict(color="C1", ls=":", lw=1.8)),
         "nadam serial": ("nadam kernel, one core", dict(color="C1", ls=":", lw=1.0)),
         "numpy": ("NumPy textbook", dict(color="C2")),
@@ -92,12 +102,12 @@ def plot_sweep(results: list[Result], path: str | os.PathLike, rule: str = "adam
         "torch fused": ("torch fused", dict(color="C0", lw=2)),
         "optax jit": ("optax, jax.jit", dict(color="C4")),
     }
-    for ax, dtype in zip(axes[0], dtypes):
+    for ax, dtype in zip(axes[0], dtypes, strict=False):
         sub = sorted((r for r in rs if r.dtype == dtype), key=lambda r: r.n)
         for name, (label, st) in style.items():
             pts = [(r.n, r.best(name) / r.n * 1e9) for r in sub if name in r.times]
             if pts:
-                x, y = zip(*pts)
+                x, y = zip(*pts, strict=True)
                 ax.plot(x, y, marker="o", ms=3, label=label, **st)
         ax.set_xscale("log")
         ax.set_yscale("log")

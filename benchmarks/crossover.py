@@ -49,7 +49,7 @@ def crossover(ns: list[int], ratio: list[float]) -> float:
     median of three (one parallel sample delayed by another process's load should
     not move the answer), then the smallest n from which every smoothed ratio is
     > 1, interpolated geometrically; inf if never, ``ns[0]`` if always."""
-    r = [float(np.median(ratio[max(0, j - 1):j + 2])) for j in range(len(ratio))]
+    r = [float(np.median(ratio[max(0, j - 1) : j + 2])) for j in range(len(ratio))]
     for j in range(len(ns)):
         if all(x > 1 for x in r[j:]):
             if j == 0:
@@ -60,27 +60,33 @@ def crossover(ns: list[int], ratio: list[float]) -> float:
     return math.inf
 
 
+def _ratio(serial, parallel, args, rounds) -> float:
+    """Best serial time / best parallel time of ``f(*args)``, interleaved."""
+    t = interleave(
+        {"nadam serial": lambda: serial(*args), "nadam parallel": lambda: parallel(*args)},
+        rounds,
+        sample_s=1e-3,
+    )
+    return t["nadam serial"].min() / t["nadam parallel"].min()
+
+
 def kernel_curve(case, dtype, ns, rounds):
     rule = get_rule(case.rule)
     ks, kp = cpu.kernel(rule, case.opts, False), cpu.kernel(rule, case.opts, True)
-    ratios = []
-    for n in ns:
-        p, g, s, h = make_arrays(case, n, dtype)
-        t = interleave({"nadam serial": lambda: ks(p, g, s, h),
-                        "nadam parallel": lambda: kp(p, g, s, h)}, rounds, sample_s=1e-3)
-        ratios.append(t["nadam serial"].min() / t["nadam parallel"].min())
-    return ratios
+    return [_ratio(ks, kp, make_arrays(case, n, dtype), rounds) for n in ns]
 
 
 def finite_curve(dtype, ns, rounds):
-    ratios = []
-    for n in ns:
-        g = np.random.default_rng(0).standard_normal(n).astype(dtype)
-        t = interleave({"nadam serial": lambda: cpu._all_finite_serial(g),
-                        "nadam parallel": lambda: cpu._all_finite_parallel(g)},
-                       rounds, sample_s=1e-3)
-        ratios.append(t["nadam serial"].min() / t["nadam parallel"].min())
-    return ratios
+    rng = np.random.default_rng(0)
+    return [
+        _ratio(
+            cpu._all_finite_serial,
+            cpu._all_finite_parallel,
+            (rng.standard_normal(n).astype(dtype),),
+            rounds,
+        )
+        for n in ns
+    ]
 
 
 def main(argv=None) -> int:
@@ -108,27 +114,35 @@ def main(argv=None) -> int:
             r = kernel_curve(case, dtype, ns, a.rounds)
             c = crossover(ns, r)
             found.append(c)
-            print(f"{case.label:32s} {dtype:8s} " + " ".join(f"{x:7.2f}" for x in r)
-                  + f"  {c:9,.0f}", flush=True)
+            print(
+                f"{case.label:32s} {dtype:8s} " + " ".join(f"{x:7.2f}" for x in r) + f"  {c:9,.0f}",
+                flush=True,
+            )
     fin = []
     for dtype in a.dtypes.split(","):
         r = finite_curve(dtype, ns, a.rounds)
         c = crossover(ns, r)
         fin.append(c)
-        print(f"{'all_finite':32s} {dtype:8s} " + " ".join(f"{x:7.2f}" for x in r)
-              + f"  {c:9,.0f}", flush=True)
+        print(
+            f"{'all_finite':32s} {dtype:8s} " + " ".join(f"{x:7.2f}" for x in r) + f"  {c:9,.0f}",
+            flush=True,
+        )
     ok = [c for c in found if math.isfinite(c)]
     if ok:
         gm = math.exp(sum(math.log(c) for c in ok) / len(ok))
-        print(f"\nkernel crossovers: min {min(ok):,.0f}, max {max(ok):,.0f}, geometric mean {gm:,.0f}"
-              f"  -> PARALLEL_THRESHOLD ~ 2**{round(math.log2(gm))}"
-              f"  (now {cpu.PARALLEL_THRESHOLD:,})")
+        print(
+            f"\nkernel crossovers: min {min(ok):,.0f}, max {max(ok):,.0f}, "
+            f"geometric mean {gm:,.0f}  -> PARALLEL_THRESHOLD ~ 2**{round(math.log2(gm))}"
+            f"  (now {cpu.PARALLEL_THRESHOLD:,})"
+        )
     fok = [c for c in fin if math.isfinite(c)]
     if fok:
         gm = math.exp(sum(math.log(c) for c in fok) / len(fok))
-        print(f"all_finite crossovers: {', '.join(f'{c:,.0f}' for c in fok)}"
-              f"  -> FINITE_PARALLEL_THRESHOLD ~ 2**{round(math.log2(gm))}"
-              f"  (now {cpu.FINITE_PARALLEL_THRESHOLD:,})")
+        print(
+            f"all_finite crossovers: {', '.join(f'{c:,.0f}' for c in fok)}"
+            f"  -> FINITE_PARALLEL_THRESHOLD ~ 2**{round(math.log2(gm))}"
+            f"  (now {cpu.FINITE_PARALLEL_THRESHOLD:,})"
+        )
     return 0
 
 

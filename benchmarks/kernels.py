@@ -83,7 +83,8 @@ t = time.perf_counter(); cpu.kernel(ADAM, (False,), False)(sig_p, sig_p, sig_s, 
 out["kernel_serial_s"] = time.perf_counter() - t
 t = time.perf_counter(); cpu.kernel(ADAM, (False,), True)(sig_p, sig_p, sig_s, h)
 out["kernel_parallel_s"] = time.perf_counter() - t
-t = time.perf_counter(); cpu.stepper(ADAM, (False,), False)(sig_p, sig_p, sig_s, np.zeros(8), 1, np.zeros(0), h)
+stepper = cpu.stepper(ADAM, (False,), False)
+t = time.perf_counter(); stepper(sig_p, sig_p, sig_s, np.zeros(8), 1, np.zeros(0), h)
 out["stepper_serial_s"] = time.perf_counter() - t
 t = time.perf_counter(); cpu.all_finite(sig_p)
 out["all_finite_s"] = time.perf_counter() - t
@@ -118,7 +119,8 @@ def latency() -> dict:
         res["first step (warm cache)"] = fresh_process(_FIRST_STEP, cold)
     print("\n1. Compile time and first-call latency (fresh processes, Adam float64)")
     for label, d in res.items():
-        print(f"  {label:26s} " + "  ".join(f"{k[:-2]} {v * 1e3:8.1f} ms" for k, v in d.items()))
+        times = "  ".join(f"{k[:-2]} {v * 1e3:8.1f} ms" for k, v in d.items())
+        print(f"  {label:26s} {times}")
     return res
 
 
@@ -132,46 +134,52 @@ def _nothing(p, g, s, hp, t, aux, h):  # numba's dispatch floor for 7 arguments
     pass
 
 
+def _entry_points(dtype, n: int, peers: bool) -> dict:
+    """Every way of doing one Adam step on ``n`` elements of ``dtype``."""
+    rule = get_rule("adam")
+    case = Case("adam")
+    p, g, s, h = bench.make_arrays(case, n, dtype)
+    x1, x2, x3 = p.copy(), p.copy(), p.copy()
+    o1 = nadam.Adam(x1)
+    o2 = nadam.Adam(x2, nonfinite="ignore")
+    stepper = cpu.stepper(rule, (False,), cpu.choose_parallel(n))
+    kernel = cpu.kernel(rule, (False,), cpu.choose_parallel(n))
+    hp = np.zeros(rule.n_hyper)
+    rule.pack(rule.defaults, hp)
+    aux = np.zeros(0)
+    st = [1]
+
+    def stepper_call():
+        st[0] += 1
+        stepper(x3, g, s, hp, st[0], aux, h)
+
+    cands = {
+        "nadam step (default: check)": lambda: o1.step(g),
+        "nadam step (nonfinite=ignore)": lambda: o2.step(g),
+        "nadam stepper (compiled call)": stepper_call,
+        "nadam kernel (compiled call)": lambda: kernel(x3, g, s, h),
+        "nadam all_finite(g)": lambda: cpu.all_finite(g),
+        "numba empty call, 7 args": lambda: _nothing(x3, g, s, hp, 1, aux, h),
+        "numpy textbook": bench.numpy_step("adam", {}, p.copy(), g),
+    }
+    if peers:
+        cands.update(bench.torch_steps(case, p, g))
+        cands.update(bench.optax_step(case, p, g))
+    return cands
+
+
 def call_cost(n: int = 1_000, rounds: int = 9, peers: bool = True) -> dict:
     """µs per step of Adam at ``n`` elements through every entry point."""
     print(f"\n2. One Adam step on {n:,} elements, including the Python call (µs per step)")
     table = {}
     for dtype in ("float64", "float32"):
-        rule = get_rule("adam")
-        case = Case("adam")
-        p, g, s, h = bench.make_arrays(case, n, dtype)
-        x1, x2, x3 = p.copy(), p.copy(), p.copy()
-        o1 = nadam.Adam(x1)
-        o2 = nadam.Adam(x2, nonfinite="ignore")
-        stepper = cpu.stepper(rule, (False,), cpu.choose_parallel(n))
-        kernel = cpu.kernel(rule, (False,), cpu.choose_parallel(n))
-        hp = np.zeros(rule.n_hyper)
-        rule.pack(rule.defaults, hp)
-        aux = np.zeros(0)
-        st = [1]
-
-        def stepper_call():
-            st[0] += 1
-            stepper(x3, g, s, hp, st[0], aux, h)
-
-        cands = {
-            "nadam step (default: check)": lambda: o1.step(g),
-            "nadam step (nonfinite=ignore)": lambda: o2.step(g),
-            "nadam stepper (compiled call)": stepper_call,
-            "nadam kernel (compiled call)": lambda: kernel(x3, g, s, h),
-            "nadam all_finite(g)": lambda: cpu.all_finite(g),
-            "numba empty call, 7 args": lambda: _nothing(x3, g, s, hp, 1, aux, h),
-            "numpy textbook": bench.numpy_step("adam", {}, p.copy(), g),
-        }
-        if peers:
-            cands.update(bench.torch_steps(case, p, g))
-            cands.update(bench.optax_step(case, p, g))
-        t = interleave(cands, rounds)
+        t = interleave(_entry_points(dtype, n, peers), rounds)
         table[dtype] = {k: float(v.min()) for k, v in t.items()}
         table[dtype + " median"] = {k: float(np.median(v)) for k, v in t.items()}
     print(f"  {'entry point':32s} {'float64':>9s} {'float32':>9s}")
     for name in table["float64"]:
-        print(f"  {name:32s} {table['float64'][name] * 1e6:9.2f} {table['float32'][name] * 1e6:9.2f}")
+        f64, f32 = table["float64"][name], table["float32"][name]
+        print(f"  {name:32s} {f64 * 1e6:9.2f} {f32 * 1e6:9.2f}")
     return table
 
 
@@ -202,15 +210,18 @@ def markdown_report(out: dict, results: list) -> str:
     md = [f"Machine: {out['machine']}\n"]
     if "latency" in out:
         for label, d in out["latency"].items():
-            md.append(f"- {label}: " + ", ".join(f"{k[:-2].replace('_', ' ')} {v * 1e3:.0f} ms"
-                                                 for k, v in d.items()))
+            md.append(
+                f"- {label}: "
+                + ", ".join(f"{k[:-2].replace('_', ' ')} {v * 1e3:.0f} ms" for k, v in d.items())
+            )
         md.append("")
     if "calls" in out:
         c = out["calls"]
         md.append("| one Adam step, N = 1000 | float64 (µs) | float32 (µs) |")
         md.append("|---|---|---|")
         for name in c["float64"]:
-            md.append(f"| {name} | {c['float64'][name] * 1e6:.2f} | {c['float32'][name] * 1e6:.2f} |")
+            f64, f32 = c["float64"][name] * 1e6, c["float32"][name] * 1e6
+            md.append(f"| {name} | {f64:.2f} | {f32:.2f} |")
         md.append("")
     md.append(bench.markdown(results))
     return "\n".join(md)
@@ -226,12 +237,15 @@ def main(argv=None) -> int:
     ap.add_argument("--quick", action="store_true", help="Adam at 1e3 and 1e6, no latency, no plot")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-calls", action="store_true")
-    ap.add_argument("--plot", default=str(ROOT / "docs" / "img" / "kernels.png"),
-                    help="PNG path ('' for none)")
+    ap.add_argument(
+        "--plot", default=str(ROOT / "docs" / "img" / "kernels.png"), help="PNG path ('' for none)"
+    )
     ap.add_argument("--json", help="save all samples to this file")
     ap.add_argument("--markdown", help="save the tables as Markdown to this file")
-    ap.add_argument("--from-json", help="measure nothing: redo the tables and the plot "
-                    "from a run saved with --json")
+    ap.add_argument(
+        "--from-json",
+        help="measure nothing: redo the tables and the plot from a run saved with --json",
+    )
     ap.add_argument("--brief", action="store_true", help="summary table only")
     a = ap.parse_args(argv)
 
@@ -258,14 +272,14 @@ def main(argv=None) -> int:
         return 0
 
     print(machine())
-    print(f"command: python benchmarks/kernels.py {' '.join(argv if argv is not None else sys.argv[1:])}")
+    args = " ".join(argv if argv is not None else sys.argv[1:])
+    print(f"command: python benchmarks/kernels.py {args}")
     out: dict = {"machine": machine()}
     if not a.skip_latency:
         out["latency"] = latency()
     if not a.skip_calls:
         out["calls"] = call_cost(peers=not a.no_peers)
-    results = sweep(cases, adam_sizes, other_sizes, dtypes, a.rounds, not a.no_peers,
-                    not a.brief)
+    results = sweep(cases, adam_sizes, other_sizes, dtypes, a.rounds, not a.no_peers, not a.brief)
     if a.plot and any(r.case == Case("adam") for r in results):
         plot_sweep(results, a.plot, title=machine())
         print(f"\nplot: {os.path.relpath(a.plot)}")
@@ -273,9 +287,14 @@ def main(argv=None) -> int:
         Path(a.markdown).write_text(markdown_report(out, results))
     if a.json:
         out["results"] = [
-            {"case": r.case.label, "dtype": r.dtype, "n": r.n,
-             "bytes_per_element": r.bytes_per_element, "others": r.others,
-             "times": {k: v.tolist() for k, v in r.times.items()}}
+            {
+                "case": r.case.label,
+                "dtype": r.dtype,
+                "n": r.n,
+                "bytes_per_element": r.bytes_per_element,
+                "others": r.others,
+                "times": {k: v.tolist() for k, v in r.times.items()},
+            }
             for r in results
         ]
         Path(a.json).write_text(json.dumps(out, indent=1, default=float))

@@ -30,8 +30,8 @@ from __future__ import annotations
 
 import argparse
 import gc
-import importlib.metadata as _metadata
 import hashlib
+import importlib.metadata as _metadata
 import inspect
 import math
 import os
@@ -287,8 +287,15 @@ def numpy_step(name: str, hyper: dict, p: np.ndarray, g: np.ndarray) -> Callable
 # ---------------------------------------------------------------------------------
 
 _TORCH_NAMES = {
-    "sgd": "SGD", "rmsprop": "RMSprop", "adagrad": "Adagrad", "adadelta": "Adadelta",
-    "adam": "Adam", "adamw": "AdamW", "adamax": "Adamax", "nadam": "NAdam", "radam": "RAdam",
+    "sgd": "SGD",
+    "rmsprop": "RMSprop",
+    "adagrad": "Adagrad",
+    "adadelta": "Adadelta",
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "adamax": "Adamax",
+    "nadam": "NAdam",
+    "radam": "RAdam",
 }
 
 
@@ -300,20 +307,25 @@ def _torch():
     return torch
 
 
-def torch_steps(case: Case, p: np.ndarray, g: np.ndarray,
-                variants: tuple = ("loop", "foreach", "fused")) -> dict[str, Callable[[], None]]:
+def torch_steps(
+    case: Case, p: np.ndarray, g: np.ndarray, variants: tuple = ("loop", "foreach", "fused")
+) -> dict[str, Callable[[], None]]:
     """``torch.optim`` for-loop, foreach and (where torch has it) fused steps, sharing one
     copy of ``p`` and ``g``; empty if torch is not installed."""
     torch = _torch()
     if torch is None:
         return {}
-    torch.set_num_threads(numba.get_num_threads())
+    if torch.get_num_threads() != numba.get_num_threads():
+        torch.set_num_threads(numba.get_num_threads())
     tp = torch.from_numpy(p.copy())
     tp.grad = torch.from_numpy(g.copy())
     cls = getattr(torch.optim, _TORCH_NAMES[case.rule])
     out = {}
-    for label, kw in (("loop", dict(foreach=False)), ("foreach", dict(foreach=True)),
-                      ("fused", dict(fused=True))):
+    for label, kw in (
+        ("loop", dict(foreach=False)),
+        ("foreach", dict(foreach=True)),
+        ("fused", dict(fused=True)),
+    ):
         if label not in variants:
             continue
         try:
@@ -327,9 +339,9 @@ def torch_steps(case: Case, p: np.ndarray, g: np.ndarray,
 
 _OPTAX = {
     "sgd": lambda o, kw: o.sgd(1e-3, momentum=kw.get("momentum")),
-    "rmsprop": lambda o, kw: o.rmsprop(1e-2, decay=0.99, eps=1e-8,
-                                       centered=kw.get("centered", False),
-                                       momentum=kw.get("momentum")),
+    "rmsprop": lambda o, kw: o.rmsprop(
+        1e-2, decay=0.99, eps=1e-8, centered=kw.get("centered", False), momentum=kw.get("momentum")
+    ),
     "adagrad": lambda o, kw: o.adagrad(1e-2),
     "adadelta": lambda o, kw: o.adadelta(1.0),
     "adam": lambda o, kw: o.amsgrad(1e-3) if kw.get("amsgrad") else o.adam(1e-3),
@@ -412,8 +424,12 @@ def family(name: str) -> str:
     return "numba" if head in ("nadam", "floor") else head
 
 
-def interleave(cands: dict[str, Callable[[], object]], rounds: int = 7,
-               sample_s: float = 2e-3, settle_s: float = 0.02) -> dict[str, np.ndarray]:
+def interleave(
+    cands: dict[str, Callable[[], object]],
+    rounds: int = 7,
+    sample_s: float = 2e-3,
+    settle_s: float = 0.02,
+) -> dict[str, np.ndarray]:
     """Per-call times (s) of each candidate, ``rounds`` samples each.
 
     Each candidate is warmed up and calibrated to ``inner`` calls per sample (at
@@ -500,8 +516,11 @@ class Result:
 
 def _class_for(rule: str):
     for obj in vars(_optimizers).values():
-        if isinstance(obj, type) and issubclass(obj, _optimizers.Optimizer) \
-                and getattr(obj, "rule", None) is RULES[rule]:
+        if (
+            isinstance(obj, type)
+            and issubclass(obj, _optimizers.Optimizer)
+            and getattr(obj, "rule", None) is RULES[rule]
+        ):
             return obj
     raise LookupError(rule)  # pragma: no cover
 
@@ -522,9 +541,18 @@ def make_arrays(case: Case, n: int, dtype, seed: int = 0):
     return p, g, s, h
 
 
-def run_case(case: Case, dtype, n: int, rounds: int = 7, peers: bool = True,
-             numpy_ref: bool = True, kernels: bool = True, step: bool = True,
-             parallel: bool | None = None, quick: bool = False) -> Result:
+def run_case(
+    case: Case,
+    dtype,
+    n: int,
+    rounds: int = 7,
+    peers: bool = True,
+    numpy_ref: bool = True,
+    kernels: bool = True,
+    step: bool = True,
+    parallel: bool | None = None,
+    quick: bool = False,
+) -> Result:
     """Time one case: kernels and floors (serial and parallel), the class step,
     the NumPy reference and the installed peers, interleaved."""
     dtype = np.dtype(dtype)
@@ -561,7 +589,8 @@ def run_case(case: Case, dtype, n: int, rounds: int = 7, peers: bool = True,
         x2 = p.copy()
         group_p["numpy"] = numpy_step(case.rule, case.kw, x2, g)
     if peers:
-        group_p.update(torch_steps(case, p, g, ("fused",) if quick else ("loop", "foreach", "fused")))
+        variants = ("fused",) if quick else ("loop", "foreach", "fused")
+        group_p.update(torch_steps(case, p, g, variants))
         if not quick:
             group_p.update(optax_step(case, p, g))
     res = Result(case, dtype.name, n, bytes_per_element(ks, dtype.itemsize))
@@ -592,11 +621,18 @@ def detail(res: Result, out=sys.stdout) -> None:
     """Every candidate of one case: ns/element (best, median), x floor (ratio of the
     best times, and median of the per-round ratios), x nadam step, GB/s."""
     n = res.n
-    busy = "" if res.others != res.others else f", other processes kept {res.others:.0%} of the cores busy"
-    print(f"\n{res.case.label}  {res.dtype}  N={n:,}  ({res.bytes_per_element} B/element{busy})",
-          file=out)
-    print(f"  {'candidate':20s} {'ns/el best':>11s} {'median':>9s} {'x floor':>8s} "
-          f"{'paired':>7s} {'x nadam':>8s} {'GB/s':>7s}", file=out)
+    busy = ""
+    if res.others == res.others:
+        busy = f", other processes kept {res.others:.0%} of the cores busy"
+    print(
+        f"\n{res.case.label}  {res.dtype}  N={n:,}  ({res.bytes_per_element} B/element{busy})",
+        file=out,
+    )
+    print(
+        f"  {'candidate':20s} {'ns/el best':>11s} {'median':>9s} {'x floor':>8s} "
+        f"{'paired':>7s} {'x nadam':>8s} {'GB/s':>7s}",
+        file=out,
+    )
     ref = "nadam step ignore" if "nadam step ignore" in res.times else None
     for name in res.times:
         fl = pf = math.nan
@@ -605,32 +641,45 @@ def detail(res: Result, out=sys.stdout) -> None:
                 fl = res.ratio(name, f"floor {tag}")
                 pf = res.paired(name, f"floor {tag}")
         xn = res.ratio(name, ref) if ref else math.nan
-        print(f"  {name:20s} {res.best(name) / n * 1e9:11.3f} {res.median(name) / n * 1e9:9.3f} "
-              f"{_fmt(fl, '.3f'):>8s} {_fmt(pf, '.3f'):>7s} {_fmt(xn, '.2f'):>8s} "
-              f"{res.gbs(name):7.1f}", file=out)
+        print(
+            f"  {name:20s} {res.best(name) / n * 1e9:11.3f} {res.median(name) / n * 1e9:9.3f} "
+            f"{_fmt(fl, '.3f'):>8s} {_fmt(pf, '.3f'):>7s} {_fmt(xn, '.2f'):>8s} "
+            f"{res.gbs(name):7.1f}",
+            file=out,
+        )
 
 
 def summary(results: list[Result], out=sys.stdout) -> None:
     """One line per case: kernels over floors, then each peer's time over nadam's step
     (>1: nadam is faster)."""
-    print("\nSummary.  x floor: kernel time / floor time (best of the rounds; 'paired': median of "
-          "the per-round ratios).\nPeers: peer's time / nadam's Optimizer.step time "
-          "(nonfinite='ignore'), best of the rounds; >1 means nadam is faster.\n"
-          "busy: share of the cores other processes used during the case.", file=out)
-    head = (f"{'case':28s} {'dtype':7s} {'N':>10s} {'ser/floor':>9s} {'par/floor':>9s} "
-            f"{'paired':>6s} {'GB/s':>6s} {'busy':>5s}")
+    print(
+        "\nSummary.  x floor: kernel time / floor time (best of the rounds; 'paired': median of "
+        "the per-round ratios).\nPeers: peer's time / nadam's Optimizer.step time "
+        "(nonfinite='ignore'), best of the rounds; >1 means nadam is faster.\n"
+        "busy: share of the cores other processes used during the case.",
+        file=out,
+    )
+    head = (
+        f"{'case':28s} {'dtype':7s} {'N':>10s} {'ser/floor':>9s} {'par/floor':>9s} "
+        f"{'paired':>6s} {'GB/s':>6s} {'busy':>5s}"
+    )
     for peer in PEERS:
         head += f" {peer:>13s}"
     print(head, file=out)
     for r in results:
-        best_name = min((k for k in ("nadam serial", "nadam parallel") if k in r.times),
-                        key=r.best, default=None)
-        line = (f"{r.case.label:28s} {r.dtype:7s} {r.n:10,d} "
-                f"{_fmt(r.ratio('nadam serial', 'floor serial'), '.3f'):>9s} "
-                f"{_fmt(r.ratio('nadam parallel', 'floor parallel'), '.3f'):>9s} "
-                f"{_fmt(r.paired('nadam parallel', 'floor parallel'), '.3f'):>6s} "
-                f"{_fmt(r.gbs(best_name) if best_name else math.nan, '.1f'):>6s} "
-                f"{_fmt(r.others * 100, '.0f', '%'):>5s}")
+        best_name = min(
+            (k for k in ("nadam serial", "nadam parallel") if k in r.times),
+            key=r.best,
+            default=None,
+        )
+        line = (
+            f"{r.case.label:28s} {r.dtype:7s} {r.n:10,d} "
+            f"{_fmt(r.ratio('nadam serial', 'floor serial'), '.3f'):>9s} "
+            f"{_fmt(r.ratio('nadam parallel', 'floor parallel'), '.3f'):>9s} "
+            f"{_fmt(r.paired('nadam parallel', 'floor parallel'), '.3f'):>6s} "
+            f"{_fmt(r.gbs(best_name) if best_name else math.nan, '.1f'):>6s} "
+            f"{_fmt(r.others * 100, '.0f', '%'):>5s}"
+        )
         for peer in PEERS:
             line += f" {_fmt(r.ratio(peer, 'nadam step ignore'), '.2f', 'x'):>13s}"
         print(line, file=out)
@@ -639,18 +688,33 @@ def summary(results: list[Result], out=sys.stdout) -> None:
 def markdown(results: list[Result]) -> str:
     """The summary as a Markdown table (for the docs)."""
     peers = [p for p in PEERS if any(p in r.times for r in results)]
-    head = ["case", "dtype", "N", "serial / floor", "parallel / floor", "(paired)", "GB/s",
-            "busy"] + [f"{p} / nadam" for p in peers]
+    head = [
+        "case",
+        "dtype",
+        "N",
+        "serial / floor",
+        "parallel / floor",
+        "(paired)",
+        "GB/s",
+        "busy",
+    ] + [f"{p} / nadam" for p in peers]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
-        best_name = min((k for k in ("nadam serial", "nadam parallel") if k in r.times),
-                        key=r.best, default=None)
-        row = [r.case.label, r.dtype, f"{r.n:.0e}".replace("e+0", "e"),
-               _fmt(r.ratio("nadam serial", "floor serial"), ".2f"),
-               _fmt(r.ratio("nadam parallel", "floor parallel"), ".2f"),
-               _fmt(r.paired("nadam parallel", "floor parallel"), ".2f"),
-               _fmt(r.gbs(best_name) if best_name else math.nan, ".0f"),
-               _fmt(r.others * 100, ".0f", "%")]
+        best_name = min(
+            (k for k in ("nadam serial", "nadam parallel") if k in r.times),
+            key=r.best,
+            default=None,
+        )
+        row = [
+            r.case.label,
+            r.dtype,
+            f"{r.n:.0e}".replace("e+0", "e"),
+            _fmt(r.ratio("nadam serial", "floor serial"), ".2f"),
+            _fmt(r.ratio("nadam parallel", "floor parallel"), ".2f"),
+            _fmt(r.paired("nadam parallel", "floor parallel"), ".2f"),
+            _fmt(r.gbs(best_name) if best_name else math.nan, ".0f"),
+            _fmt(r.others * 100, ".0f", "%"),
+        ]
         row += [_fmt(r.ratio(p, "nadam step ignore"), ".2f", "x") for p in peers]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
@@ -669,9 +733,12 @@ def machine() -> str:
         pass
     import llvmlite.binding as ll
 
-    parts = [f"{cpu_name} ({ll.get_host_cpu_name()})", f"{os.cpu_count()} cpus",
-             f"numba {numba.__version__} threads={numba.get_num_threads()}",
-             f"numpy {np.__version__}"]
+    parts = [
+        f"{cpu_name} ({ll.get_host_cpu_name()})",
+        f"{os.cpu_count()} cpus",
+        f"numba {numba.__version__} threads={numba.get_num_threads()}",
+        f"numpy {np.__version__}",
+    ]
     for dist in ("torch", "jax", "optax"):  # versions without importing them
         try:
             parts.append(f"{dist} {_metadata.version(dist)}")
@@ -685,8 +752,15 @@ def machine() -> str:
 # ---------------------------------------------------------------------------------
 
 
-def run(quick: bool = False, cases=None, sizes=None, dtypes=None, rounds: int | None = None,
-        peers: bool = True, verbose: bool = True) -> list[Result]:
+def run(
+    quick: bool = False,
+    cases=None,
+    sizes=None,
+    dtypes=None,
+    rounds: int | None = None,
+    peers: bool = True,
+    verbose: bool = True,
+) -> list[Result]:
     """Run the benchmark and print the tables; returns the results.
 
     ``quick``: Adam only, N = 10^3 and 10^6, float32 and float64, five rounds,

@@ -113,7 +113,7 @@ def _specialise(template, name: str, bindings: dict, parallel: bool):
 
 
 def _variant_name(rule: Rule, opts: tuple, parallel: bool) -> str:
-    flags = "".join(f"_{n}" for n, on in zip(rule.option_names, opts) if on)
+    flags = "".join(f"_{n}" for n, on in zip(rule.option_names, opts, strict=True) if on)
     return f"{rule.name}{flags}_{'parallel' if parallel else 'serial'}"
 
 
@@ -122,8 +122,9 @@ def _element(update, raw_grad: bool, raw_param: bool):
     """``update`` compiled for inlining, with the switches ``RAW_GRAD`` and
     ``RAW_PARAM`` of its module bound to the given constants."""
     glb = {**update.__globals__, "RAW_GRAD": raw_grad, "RAW_PARAM": raw_param}
-    fn = types.FunctionType(update.__code__, glb, update.__name__, update.__defaults__,
-                            update.__closure__)
+    fn = types.FunctionType(
+        update.__code__, glb, update.__name__, update.__defaults__, update.__closure__
+    )
     return numba.njit(forceinline=True, error_model="numpy")(fn)
 
 
@@ -143,8 +144,11 @@ def kernel(rule: Rule, opts: tuple = (), parallel: bool = False):
     name = _variant_name(rule, opts, parallel)
     opts = tuple(bool(o) for o in opts)
     loops = {}
-    for key, raw_grad, raw_param in (("_loop", False, False), ("_loop_raw_grad", True, False),
-                                     ("_loop_raw", True, True)):
+    for key, raw_grad, raw_param in (
+        ("_loop", False, False),
+        ("_loop_raw_grad", True, False),
+        ("_loop_raw", True, True),
+    ):
         bindings = {
             "_update": _element(rule.update, raw_grad, raw_param),
             "_range": numba.prange if parallel else range,
