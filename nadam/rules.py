@@ -154,7 +154,7 @@ def _common_coefficients(hp, h):
 # RAW_GRAD when h[0] = 1 and h[1] = 0 (the direction is g as is), RAW_PARAM when
 # also h[2] = 1 (p as is).  Same numbers (as torch, which skips the operations
 # too), a multiply-add or two fewer per element: a memory-bound loop keeps more
-# cache misses in flight the shorter its body is (benchmarks/README.md).
+# cache misses in flight the shorter its body is (docs/benchmarks.md).
 RAW_GRAD = False
 RAW_PARAM = False
 
@@ -232,7 +232,8 @@ def adadelta_update(p, g, s, h, i, opts):
     s[0, i] = v
     u = s[1, i]
     # One root of the quotient (torch: a quotient of two roots): same value up to
-    # rounding, one square root fewer for the divide/sqrt unit.
+    # rounding, one square root fewer for the divide/sqrt unit.  (In float32 the
+    # quotient leaves the normal range only when v + eps > 1e32 * (u + eps).)
     delta = math.sqrt((u + h[5]) / (v + h[5])) * d
     s[1, i] = h[3] * u + h[4] * (delta * delta)
     p[i] = (p[i] if RAW_PARAM else h[2] * p[i]) - h[6] * delta

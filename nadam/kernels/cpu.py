@@ -12,19 +12,25 @@ Serial and parallel kernels run the same element function with the same
 floating-point operations in the same order (no reductions, no fastmath), so
 they agree bit for bit.
 
-Speed (``benchmarks/README.md`` has the figures and how they were measured).  A
-large step is memory-bound: its floor is the bytes it moves.  What keeps a kernel
-on that floor is a short loop body: the vectorised loop of a memory-bound kernel
-keeps fewer cache misses in flight the more instructions each element costs.  So
-each kernel holds three copies of the loop: the rule as written, and copies
-compiled with the rule's switches ``RAW_GRAD`` / ``RAW_PARAM`` on (see
-:mod:`nadam.rules`), which skip the multiply-adds of the shared options when this
-step's coefficients make them identities (no ``maximize``, no weight decay; or
-only decoupled weight decay).  The copies compute the same numbers: with
-``h[0] = 1, h[1] = 0`` the direction ``1·g + 0·p`` is ``g`` (up to the sign of a
-zero, and except for an infinite parameter, where skipping ``0·p`` is what torch
-does), and ``1·p`` is ``p``.  The choice is made once per call from ``h``, the
-same way in the serial and the parallel kernel.
+Speed (``docs/benchmarks.md`` has the figures, ``benchmarks/README.md`` how they
+were measured).  A large step is memory-bound: its floor is the bytes it moves.
+What keeps a kernel on that floor is a vectorised loop with a short body: a
+memory-bound loop keeps fewer cache misses in flight the more instructions each
+element costs.  So:
+
+* the rule is inlined by LLVM (``forceinline``), not at numba's IR level, which
+  left the serial loops of the rules using ``max`` (Adamax, AMSGrad) scalar;
+* each kernel holds three copies of the loop, each its own compiled function
+  (one loop per function is what LLVM's vectoriser handles reliably): the rule
+  as written, and copies compiled with the rule's switches ``RAW_GRAD`` /
+  ``RAW_PARAM`` on (see :mod:`nadam.rules`), which skip the multiply-adds of the
+  shared options when this step's coefficients make them identities (no
+  ``maximize``, no weight decay; or only decoupled weight decay).  The copies
+  compute the same numbers: with ``h[0] = 1, h[1] = 0`` the direction
+  ``1·g + 0·p`` is ``g`` (up to the sign of a zero, and except for an infinite
+  parameter, where skipping ``0·p`` is what torch does), and ``1·p`` is ``p``.
+  The choice is made once per call from ``h``, the same way in the serial and
+  the parallel kernel.
 """
 
 from __future__ import annotations
