@@ -156,6 +156,7 @@ def floor_kernel(n_slots: int, parallel: bool):
             1,
             (Hyper("lr", 0.0),),
             ("r0", "r1", "r2"),
+            slots=lambda opts: tuple(f"r{j}" for j, on in enumerate(opts) if on),
         )
     opts = tuple(j < n_slots for j in range(3))
     return cpu.kernel(_FLOORS[n_slots], opts, parallel)
@@ -558,7 +559,7 @@ def run_case(
     dtype = np.dtype(dtype)
     rule = get_rule(case.rule)
     p, g, s, h = make_arrays(case, n, dtype)
-    hz = np.zeros_like(h)
+    hz = np.zeros(1, dtype)  # the floor's one coefficient, 0
     ks = case.n_slots
     threads = numba.get_num_threads() > 1
     kinds = [False, True] if threads else [False]
@@ -611,6 +612,10 @@ def run_case(
 # ---------------------------------------------------------------------------------
 
 PEERS = ("numpy", "torch loop", "torch foreach", "torch fused", "optax jit")
+# The closest peer again, as paired ratios (robust where the machine's memory
+# bandwidth swings between rounds): against nadam's step without and with the
+# finiteness check of the gradient.
+PAIRED = (("torch fused", "nadam step ignore"), ("torch fused", "nadam step"))
 
 
 def _fmt(x: float, spec: str = ".2f", suffix: str = "") -> str:
@@ -656,6 +661,8 @@ def summary(results: list[Result], out=sys.stdout) -> None:
         "\nSummary.  x floor: kernel time / floor time (best of the rounds; 'paired': median of "
         "the per-round ratios).\nPeers: peer's time / nadam's Optimizer.step time "
         "(nonfinite='ignore'), best of the rounds; >1 means nadam is faster.\n"
+        "fused/ign, fused/chk: torch fused over nadam's step with nonfinite='ignore' and with "
+        "the default check, paired.\n"
         "busy: share of the cores other processes used during the case.",
         file=out,
     )
@@ -665,6 +672,7 @@ def summary(results: list[Result], out=sys.stdout) -> None:
     )
     for peer in PEERS:
         head += f" {peer:>13s}"
+    head += f" {'fused/ign':>9s} {'fused/chk':>9s}"
     print(head, file=out)
     for r in results:
         best_name = min(
@@ -682,6 +690,8 @@ def summary(results: list[Result], out=sys.stdout) -> None:
         )
         for peer in PEERS:
             line += f" {_fmt(r.ratio(peer, 'nadam step ignore'), '.2f', 'x'):>13s}"
+        for a, b in PAIRED:
+            line += f" {_fmt(r.paired(a, b), '.2f', 'x'):>9s}"
         print(line, file=out)
 
 
@@ -698,6 +708,8 @@ def markdown(results: list[Result]) -> str:
         "GB/s",
         "busy",
     ] + [f"{p} / nadam" for p in peers]
+    paired = PAIRED if "torch fused" in peers else ()
+    head += [f"{a} / {b} (paired)" for a, b in paired]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         best_name = min(
@@ -716,6 +728,7 @@ def markdown(results: list[Result]) -> str:
             _fmt(r.others * 100, ".0f", "%"),
         ]
         row += [_fmt(r.ratio(p, "nadam step ignore"), ".2f", "x") for p in peers]
+        row += [_fmt(r.paired(a, b), ".2f", "x") for a, b in paired]
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 

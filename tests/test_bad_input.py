@@ -10,8 +10,8 @@ checkpoint file), and the test checks that none of them changed: no
 half-applied update.
 
 The raw kernels (``nadam.kernels.adam(p, g, s, h)`` ...) are not in the table:
-they are compiled loops for the caller's own ``@njit`` code and check nothing
-(see ``nadam.kernels``); their helpers are.
+they are compiled loops for the caller's own ``@njit`` code and check only the
+lengths of their arrays (``tests/test_kernels_api.py``); their helpers are.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from numba import njit
 
 from nadam import kernels
 from nadam.kernels import cpu
+from nadam.rules import get_rule
 
 # Non-default values of the options every rule has (no effect on the state layout).
 COMMON = {"weight_decay": 0.05, "maximize": True}
@@ -242,3 +243,106 @@ def test_all_finite(dtype):
                 y = x.copy()
                 y[i] = bad
                 assert not cpu.all_finite(y), (n, bad, i)
+
+
+def _fresh_nadam(n=6):
+    p = np.linspace(-1, 1, n)
+    s, hp, aux, h = low_level("nadam", {}, np.float64, n)
+    kernels.nadam_coefficients(hp, 1, aux, h)  # a state away from the initial one
+    kernels.nadam(p, np.ones(n), s, h)
+    return p, np.full(n, 0.5), s, hp, aux, h
+
+
+# (argument index in (p, g, s, hp, aux, h), replacement, message)
+_MISFITS = [
+    (1, np.ones(5), r"g has length 5, but p has length 6"),
+    (1, np.ones(7), r"g has length 7, but p has length 6"),
+    (2, np.zeros((2, 5)), r"s has shape \(2, 5\); this kernel needs \(2, 6\).*kernels.state"),
+    (2, np.zeros((3, 6)), r"s has shape \(3, 6\); this kernel needs \(2, 6\)"),
+    (3, np.zeros(3), r"hp has length 3; this rule needs 8.*kernels.hyperparameters"),
+    (4, np.zeros(0), r"aux has length 0; this rule needs 1.*kernels.aux"),
+    (5, np.zeros(10), r"h has length 10; this rule needs 11.*kernels.coefficient_buffer"),
+]
+
+
+@pytest.mark.parametrize("entry", ["kernel", "coefficients", "stepper", "checked_stepper"])
+@pytest.mark.parametrize(
+    "misfit", _MISFITS, ids=["g-short", "g-long", "s-short", "s-rows", "hp", "aux", "h"]
+)
+def test_misfit_arrays_raise_before_writing(entry, misfit):
+    """The compiled entry points check the lengths of their arrays (O(1)) and raise
+    ValueError naming the array, its length and the one expected, before writing
+    anything: never an out-of-bounds read or write, never half an update (NAdam's
+    aux, advanced by the coefficients, included)."""
+    k, bad, message = misfit
+    args = list(_fresh_nadam())
+    args[k] = bad
+    before = [a.copy() for a in args]
+    rule = get_rule("nadam")
+    p, g, s, hp, aux, h = args
+    call = {
+        "kernel": lambda: kernels.nadam(p, g, s, h),
+        "coefficients": lambda: kernels.nadam_coefficients(hp, 2, aux, h),
+        "stepper": lambda: cpu.stepper(rule, (), False)(p, g, s, hp, 2, aux, h),
+        "checked_stepper": lambda: cpu.checked_stepper(rule, (), True)(p, g, s, hp, 2, aux, h),
+    }[entry]
+    uses = {"kernel": {0, 1, 2, 5}, "coefficients": {3, 4, 5}}.get(entry, set(range(6)))
+    if k not in uses:
+        call()  # an array the entry point does not take: runs normally
+        return
+    with pytest.raises(ValueError, match=message):
+        call()
+    for a, b in zip(args, before, strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_misfit_arrays_raise_inside_njit():
+    """The checks also fire in the caller's own compiled loop (the module docstring's
+    pattern), as a ValueError in Python."""
+    p = np.ones(4)
+    s, hp, aux, h = low_level("adam", {}, np.float64, 5)
+    with pytest.raises(ValueError, match=r"s has shape \(2, 5\); this kernel needs \(2, 4\)"):
+        _docstring_style_fit(p, s, hp, aux, h, 3)
+    assert np.array_equal(p, np.ones(4))
+
+
+_CACHE_SCRIPT = """
+import sys
+import numpy as np
+from nadam import kernels
+from nadam.kernels import cpu
+from nadam.rules import get_rule
+
+rule, n = get_rule("adam"), 100_000
+p, g = np.linspace(-1.0, 1.0, n), np.ones(n)
+s, hp, aux, h = kernels.state("adam", n), kernels.hyperparameters("adam"), kernels.aux("adam"), \\
+    kernels.coefficient_buffer("adam")
+if sys.argv[1] == "pieces":
+    kernels.adam_coefficients(hp, 1, aux, h)
+    kernels.get("adam", parallel=True)(p, g, s, h)
+    assert cpu.all_finite(g)
+else:
+    cpu.stepper(rule, (False,), True)(p, g, s, hp, 1, aux, h)
+    assert cpu.checked_stepper(rule, (False,), False)(p, g, s, hp, 1, aux, h)
+print("ok")
+"""
+
+
+@pytest.mark.slow
+def test_cached_callers_of_parallel_code_run_in_a_later_process(tmp_path):
+    """A compiled caller of a parallel function (a stepper over the prange kernel, the
+    checked stepper over the finiteness check), compiled in a process that loaded the
+    parallel function from numba's cache, runs when a third process loads it from the
+    cache (numba drops the thread start-up hook in that case: it crashed)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    script = tmp_path / "script.py"
+    script.write_text(_CACHE_SCRIPT)
+    for stage in ("pieces", "callers", "callers"):  # compile, compile over the cache, load
+        run = subprocess.run(
+            [sys.executable, str(script), stage], env=env, capture_output=True, text=True
+        )
+        assert run.returncode == 0 and run.stdout.strip() == "ok", (stage, run.stderr[-2000:])

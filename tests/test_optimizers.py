@@ -351,11 +351,13 @@ def test_nonfinite_raise_leaves_everything_untouched(variant, bad, where):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_nonfinite_skip_warns_and_skips(name):
-    """nonfinite="skip" warns (RuntimeWarning), takes no step, and does not count it."""
+    """nonfinite="skip" warns (RuntimeWarning), takes no step, and does not count it:
+    a learning-rate schedule resumes at the step that was skipped."""
     x0, a = problem(9)
     x, y = x0.copy(), x0.copy()
-    opt = CLASSES[name](x, nonfinite="skip")
-    twin = CLASSES[name](y)
+    schedule = lambda t: 0.1 / t
+    opt = CLASSES[name](x, nonfinite="skip", lr=schedule)
+    twin = CLASSES[name](y, lr=schedule)
     opt.step(grad(x, a))
     twin.step(grad(y, a))
     before = snapshot(opt)
@@ -363,9 +365,11 @@ def test_nonfinite_skip_warns_and_skips(name):
         opt.step(_poisoned(grad(x, a), NAN, "middle"))
     assert_same_snapshot(snapshot(opt), before)
     assert opt.t == 1
-    opt.step(grad(x, a))
-    twin.step(grad(y, a))
+    for _ in range(2):
+        opt.step(grad(x, a))
+        twin.step(grad(y, a))
     assert np.array_equal(x, y)
+    assert_same_snapshot(snapshot(opt), snapshot(twin))
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -26,6 +26,10 @@ Arguments: ``p`` the flat parameters and ``g`` the gradient (1-D, same dtype),
 vector (parameters' dtype), ``hp`` the float64 hyperparameter vector, ``t`` the
 step count starting at 1, ``aux`` the float64 host state.  Use :func:`get` for
 other options (``amsgrad``, ``centered``, ...) or the serial loop.
+
+Both check the lengths of their arrays first (a few comparisons, nothing per
+element) and raise ``ValueError`` before writing anything when one does not fit;
+they check nothing else: values, dtypes and ``t`` are the caller's to get right.
 """
 
 from __future__ import annotations
@@ -101,6 +105,6 @@ def aux(name: str) -> np.ndarray:
 
 for _name, _rule in RULES.items():
     globals()[_name] = cpu.kernel(_rule, _rule.options(_rule.defaults), True)
-    globals()[f"{_name}_coefficients"] = _rule.coefficients
+    globals()[f"{_name}_coefficients"] = cpu.coefficients(_rule)
     __all__ += [_name, f"{_name}_coefficients"]
 del _name, _rule

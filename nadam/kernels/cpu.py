@@ -46,8 +46,11 @@ __all__ = [
     "FINITE_PARALLEL_THRESHOLD",
     "PARALLEL_THRESHOLD",
     "all_finite",
+    "check_arrays",
+    "check_host",
     "checked_stepper",
     "choose_parallel",
+    "coefficients",
     "kernel",
     "stepper",
 ]
@@ -69,6 +72,13 @@ FINITE_PARALLEL_THRESHOLD = 2**15
 
 _JIT = dict(error_model="numpy", cache=True, nogil=True)
 
+# Start numba's threading layer now.  A compiled function that calls a parallel
+# one it found in the cache (a stepper, the compiled loop, the caller's own @njit
+# code calling a kernel) is cached without the hook that starts the threads when
+# it is loaded (numba 0.68: a library read from the cache has lost it); loaded
+# in a later process, its first call into a prange loop would crash.
+numba.get_num_threads()
+
 
 # The templates below are never called directly.  ``_specialise`` copies their
 # code into a new function whose globals name the rule, its options and the loop
@@ -85,6 +95,7 @@ def _loop_template(p, g, s, h):
 def _kernel_template(p, g, s, h):
     """Update the parameters ``p`` and the state ``s`` in place from the gradient
     ``g`` and this step's coefficients ``h``; returns None."""
+    check_arrays(p, g, s, h, _ROWS, _N_COEFFICIENTS)  # noqa: F821
     if h[0] == 1 and h[1] == 0:  # the gradient as is: no maximize, no L2 decay
         if h[2] == 1:  # and no decoupled decay
             _loop_raw(p, g, s, h)  # noqa: F821
@@ -94,8 +105,17 @@ def _kernel_template(p, g, s, h):
         _loop(p, g, s, h)  # noqa: F821
 
 
+def _coefficients_template(hp, t, aux, h):
+    """Fill ``h`` for step ``t`` from ``hp`` and ``aux``; returns None."""
+    check_host(hp, aux, h, _N_HYPER, _N_AUX, _N_COEFFICIENTS)  # noqa: F821
+    _coefficients(hp, t, aux, h)  # noqa: F821
+
+
 def _stepper_template(p, g, s, hp, t, aux, h):
     """Fill ``h`` for step ``t``, then update ``p`` and ``s`` in place; returns None."""
+    # Every check before the first write (the coefficients advance NAdam's aux).
+    check_arrays(p, g, s, h, _ROWS, _N_COEFFICIENTS)  # noqa: F821
+    check_host(hp, aux, h, _N_HYPER, _N_AUX, _N_COEFFICIENTS)  # noqa: F821
     _coefficients(hp, t, aux, h)  # noqa: F821
     _kernel(p, g, s, h)  # noqa: F821
 
@@ -103,11 +123,55 @@ def _stepper_template(p, g, s, hp, t, aux, h):
 def _checked_stepper_template(p, g, s, hp, t, aux, h):
     """As the stepper if ``g`` is all finite (returns True); else touches nothing and
     returns False."""
+    check_arrays(p, g, s, h, _ROWS, _N_COEFFICIENTS)  # noqa: F821
+    check_host(hp, aux, h, _N_HYPER, _N_AUX, _N_COEFFICIENTS)  # noqa: F821
     if not all_finite(g):
         return False
     _coefficients(hp, t, aux, h)  # noqa: F821
     _kernel(p, g, s, h)  # noqa: F821
     return True
+
+
+# O(1) checks at the top of every compiled entry point: the raw kernels are called
+# from users' own code, where a wrong length would read or write out of bounds.
+@numba.njit(**_JIT)
+def check_arrays(p, g, s, h, rows, n_coefficients):
+    """Raise ``ValueError`` unless ``g``, ``s`` and ``h`` fit ``p`` and the kernel."""
+    n = p.shape[0]
+    if g.shape[0] != n:
+        raise ValueError(
+            "g has length " + str(g.shape[0]) + ", but p has length " + str(n) + "; they must match"
+        )
+    if s.shape[0] != rows or s.shape[1] != n:
+        raise ValueError(
+            "s has shape (" + str(s.shape[0]) + ", " + str(s.shape[1]) + "); this kernel needs ("
+            + str(rows) + ", " + str(n) + "): see nadam.kernels.state"
+        )
+    if h.shape[0] != n_coefficients:
+        raise ValueError(
+            "h has length " + str(h.shape[0]) + "; this rule needs " + str(n_coefficients)
+            + ": see nadam.kernels.coefficient_buffer"
+        )
+
+
+@numba.njit(**_JIT)
+def check_host(hp, aux, h, n_hyper, n_aux, n_coefficients):
+    """Raise ``ValueError`` unless ``hp``, ``aux`` and ``h`` have the rule's lengths."""
+    if hp.shape[0] != n_hyper:
+        raise ValueError(
+            "hp has length " + str(hp.shape[0]) + "; this rule needs " + str(n_hyper)
+            + ": see nadam.kernels.hyperparameters"
+        )
+    if aux.shape[0] != n_aux:
+        raise ValueError(
+            "aux has length " + str(aux.shape[0]) + "; this rule needs " + str(n_aux)
+            + ": see nadam.kernels.aux"
+        )
+    if h.shape[0] != n_coefficients:
+        raise ValueError(
+            "h has length " + str(h.shape[0]) + "; this rule needs " + str(n_coefficients)
+            + ": see nadam.kernels.coefficient_buffer"
+        )
 
 
 def _specialise(template, name: str, bindings: dict, parallel: bool):
@@ -161,14 +225,39 @@ def kernel(rule: Rule, opts: tuple = (), parallel: bool = False):
             "_OPTS": opts,
         }
         loops[key] = _specialise(_loop_template, name + key, bindings, parallel)
-    return _specialise(_kernel_template, name, loops, False)
+    return _specialise(_kernel_template, name, {**loops, **_sizes(rule, opts)}, False)
+
+
+def _sizes(rule: Rule, opts: tuple | None = None) -> dict:
+    """The array lengths the checks of a rule's compiled functions expect (the
+    state's rows only with the options that shape it)."""
+    sizes = {
+        "_N_COEFFICIENTS": rule.n_coefficients,
+        "_N_HYPER": rule.n_hyper,
+        "_N_AUX": len(rule.aux_init),
+    }
+    if opts is not None:
+        sizes["_ROWS"] = len(rule.slots(opts))
+    return sizes
+
+
+@cache
+def coefficients(rule: Rule):
+    """The compiled ``coefficients(hp, t, aux, h) -> None`` of a rule, which checks
+    the lengths of ``hp``, ``aux`` and ``h`` first."""
+    bindings = {"_coefficients": rule.coefficients, **_sizes(rule)}
+    return _specialise(_coefficients_template, "coefficients_" + rule.name, bindings, False)
 
 
 @cache
 def stepper(rule: Rule, opts: tuple = (), parallel: bool = False):
     """The compiled ``step(p, g, s, hp, t, aux, h) -> None`` of a rule: coefficients,
     then the kernel, in one call."""
-    bindings = {"_coefficients": rule.coefficients, "_kernel": kernel(rule, opts, parallel)}
+    bindings = {
+        "_coefficients": rule.coefficients,
+        "_kernel": kernel(rule, opts, parallel),
+        **_sizes(rule, opts),
+    }
     name = "step_" + _variant_name(rule, opts, parallel)
     return _specialise(_stepper_template, name, bindings, False)
 
@@ -179,7 +268,11 @@ def checked_stepper(rule: Rule, opts: tuple = (), parallel: bool = False):
     ``g`` is finite, as :func:`stepper` and returns True; otherwise returns False
     and touches nothing (``aux`` and ``h`` included).  One compiled call instead
     of ``all_finite`` then the stepper: one dispatch (~0.4 µs) less per step."""
-    bindings = {"_coefficients": rule.coefficients, "_kernel": kernel(rule, opts, parallel)}
+    bindings = {
+        "_coefficients": rule.coefficients,
+        "_kernel": kernel(rule, opts, parallel),
+        **_sizes(rule, opts),
+    }
     name = "checked_step_" + _variant_name(rule, opts, parallel)
     return _specialise(_checked_stepper_template, name, bindings, False)
 

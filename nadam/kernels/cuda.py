@@ -479,6 +479,20 @@ class Device:
 
         return step
 
+    def checked_stepper(self, rule: Rule, opts: tuple):
+        """``step(p, g, s, hp, t, aux, h) -> bool``: as :meth:`stepper` if ``g`` is
+        all finite (returns True); otherwise touches nothing and returns False.
+        Same signature as :func:`nadam.kernels.cpu.checked_stepper`."""
+        step = self.stepper(rule, opts)
+
+        def checked_step(p, g, s, hp, t, aux, h):
+            if not all_finite(g):
+                return False
+            step(p, g, s, hp, t, aux, h)
+            return True
+
+        return checked_step
+
     def grad(self, grad: Any):
         """The flat device view of ``grad``, after checking it matches the parameters."""
         if not is_device_array(grad):
