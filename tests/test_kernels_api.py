@@ -255,13 +255,13 @@ def _fresh_nadam(n=6):
 
 # (argument index in (p, g, s, hp, aux, h), replacement, message)
 _MISFITS = [
-    (1, np.ones(5), r"g has length 5, but p has length 6"),
-    (1, np.ones(7), r"g has length 7, but p has length 6"),
-    (2, np.zeros((2, 5)), r"s has shape \(2, 5\); this kernel needs \(2, 6\).*kernels.state"),
-    (2, np.zeros((3, 6)), r"s has shape \(3, 6\); this kernel needs \(2, 6\)"),
-    (3, np.zeros(3), r"hp has length 3; this rule needs 8.*kernels.hyperparameters"),
-    (4, np.zeros(0), r"aux has length 0; this rule needs 1.*kernels.aux"),
-    (5, np.zeros(10), r"h has length 10; this rule needs 11.*kernels.coefficient_buffer"),
+    (1, np.ones(5), r"g has shape \(5,\); needed: \(6,\) \(the shape of p\)"),
+    (1, np.ones(7), r"g has shape \(7,\); needed: \(6,\)"),
+    (2, np.zeros((2, 5)), r"s has shape \(2, 5\); needed: \(2, 6\) \(see nadam.kernels.state\)"),
+    (2, np.zeros((3, 6)), r"s has shape \(3, 6\); needed: \(2, 6\)"),
+    (3, np.zeros(3), r"hp has shape \(3,\); needed: \(8,\) \(see nadam.kernels.hyperparameters"),
+    (4, np.zeros(0), r"aux has shape \(0,\); needed: \(1,\) \(see nadam.kernels.aux\)"),
+    (5, np.zeros(10), r"h has shape \(10,\); needed: \(11,\) \(see nadam.kernels.coeff"),
 ]
 
 
@@ -271,7 +271,7 @@ _MISFITS = [
 )
 def test_misfit_arrays_raise_before_writing(entry, misfit):
     """The compiled entry points check the lengths of their arrays (O(1)) and raise
-    ValueError naming the array, its length and the one expected, before writing
+    ValueError naming the array, its shape and the one needed, before writing
     anything: never an out-of-bounds read or write, never half an update (NAdam's
     aux, advanced by the coefficients, included)."""
     k, bad, message = misfit
@@ -290,8 +290,9 @@ def test_misfit_arrays_raise_before_writing(entry, misfit):
     if k not in uses:
         call()  # an array the entry point does not take: runs normally
         return
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(cpu.ArrayShapeError, match=message) as info:
         call()
+    assert isinstance(info.value, ValueError)
     for a, b in zip(args, before, strict=True):
         assert np.array_equal(a, b)
 
@@ -301,7 +302,7 @@ def test_misfit_arrays_raise_inside_njit():
     pattern), as a ValueError in Python."""
     p = np.ones(4)
     s, hp, aux, h = low_level("adam", {}, np.float64, 5)
-    with pytest.raises(ValueError, match=r"s has shape \(2, 5\); this kernel needs \(2, 4\)"):
+    with pytest.raises(ValueError, match=r"s has shape \(2, 5\); needed: \(2, 4\)"):
         _docstring_style_fit(p, s, hp, aux, h, 3)
     assert np.array_equal(p, np.ones(4))
 

@@ -28,8 +28,9 @@ step count starting at 1, ``aux`` the float64 host state.  Use :func:`get` for
 other options (``amsgrad``, ``centered``, ...) or the serial loop.
 
 Both check the lengths of their arrays first (a few comparisons, nothing per
-element) and raise ``ValueError`` before writing anything when one does not fit;
-they check nothing else: values, dtypes and ``t`` are the caller's to get right.
+element) and raise :class:`~nadam.kernels.cpu.ArrayShapeError` (a ``ValueError``)
+before writing anything when one does not fit; they check nothing else: values,
+dtypes and ``t`` are the caller's to get right.
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ import numba
 from ..rules import SOURCE_HASH, Rule
 
 __all__ = [
+    "ArrayShapeError",
     "FINITE_PARALLEL_THRESHOLD",
     "PARALLEL_THRESHOLD",
     "all_finite",
@@ -132,46 +133,47 @@ def _checked_stepper_template(p, g, s, hp, t, aux, h):
     return True
 
 
+class ArrayShapeError(ValueError):
+    """An array passed to a compiled kernel, stepper or coefficient function does not
+    have the shape it needs.  ``args`` is ``(name, shape, needed, hint)``.
+
+    The compiled checks raise it with its parts as arguments, and the message is
+    formatted here: building the string in compiled code would triple the compile
+    time of every kernel."""
+
+    def __str__(self) -> str:
+        name, shape, needed, hint = self.args
+        return f"{name} has shape {shape}; needed: {needed} ({hint})"
+
+
 # O(1) checks at the top of every compiled entry point: the raw kernels are called
 # from users' own code, where a wrong length would read or write out of bounds.
+_SEE_H = "see nadam.kernels.coefficient_buffer"
+
+
 @numba.njit(**_JIT)
 def check_arrays(p, g, s, h, rows, n_coefficients):
-    """Raise ``ValueError`` unless ``g``, ``s`` and ``h`` fit ``p`` and the kernel."""
+    """Raise :class:`ArrayShapeError` unless ``g``, ``s`` and ``h`` fit ``p`` and the
+    kernel."""
     n = p.shape[0]
     if g.shape[0] != n:
-        raise ValueError(
-            "g has length " + str(g.shape[0]) + ", but p has length " + str(n) + "; they must match"
-        )
+        raise ArrayShapeError("g", g.shape, p.shape, "the shape of p")
     if s.shape[0] != rows or s.shape[1] != n:
-        raise ValueError(
-            "s has shape (" + str(s.shape[0]) + ", " + str(s.shape[1]) + "); this kernel needs ("
-            + str(rows) + ", " + str(n) + "): see nadam.kernels.state"
-        )
+        raise ArrayShapeError("s", s.shape, (rows, n), "see nadam.kernels.state")
     if h.shape[0] != n_coefficients:
-        raise ValueError(
-            "h has length " + str(h.shape[0]) + "; this rule needs " + str(n_coefficients)
-            + ": see nadam.kernels.coefficient_buffer"
-        )
+        raise ArrayShapeError("h", h.shape, (n_coefficients,), _SEE_H)
 
 
 @numba.njit(**_JIT)
 def check_host(hp, aux, h, n_hyper, n_aux, n_coefficients):
-    """Raise ``ValueError`` unless ``hp``, ``aux`` and ``h`` have the rule's lengths."""
+    """Raise :class:`ArrayShapeError` unless ``hp``, ``aux`` and ``h`` have the rule's
+    lengths."""
     if hp.shape[0] != n_hyper:
-        raise ValueError(
-            "hp has length " + str(hp.shape[0]) + "; this rule needs " + str(n_hyper)
-            + ": see nadam.kernels.hyperparameters"
-        )
+        raise ArrayShapeError("hp", hp.shape, (n_hyper,), "see nadam.kernels.hyperparameters")
     if aux.shape[0] != n_aux:
-        raise ValueError(
-            "aux has length " + str(aux.shape[0]) + "; this rule needs " + str(n_aux)
-            + ": see nadam.kernels.aux"
-        )
+        raise ArrayShapeError("aux", aux.shape, (n_aux,), "see nadam.kernels.aux")
     if h.shape[0] != n_coefficients:
-        raise ValueError(
-            "h has length " + str(h.shape[0]) + "; this rule needs " + str(n_coefficients)
-            + ": see nadam.kernels.coefficient_buffer"
-        )
+        raise ArrayShapeError("h", h.shape, (n_coefficients,), _SEE_H)
 
 
 def _specialise(template, name: str, bindings: dict, parallel: bool):
