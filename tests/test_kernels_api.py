@@ -3,6 +3,10 @@ from Python and from a user's own ``@njit`` loop give the optimizer classes' num
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from conftest import CLASSES, NAMES, all_variants, combo_id, grad, problem, sign_of
@@ -335,10 +339,6 @@ def test_cached_callers_of_parallel_code_run_in_a_later_process(tmp_path):
     checked stepper over the finiteness check), compiled in a process that loaded the
     parallel function from numba's cache, runs when a third process loads it from the
     cache (numba drops the thread start-up hook in that case: it crashed)."""
-    import os
-    import subprocess
-    import sys
-
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
     script = tmp_path / "script.py"
     script.write_text(_CACHE_SCRIPT)
