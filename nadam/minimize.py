@@ -552,6 +552,10 @@ class LoopState:
         Best smoothed loss that counted as an improvement.
     stall : int
         Evaluations since the smoothed loss last improved.
+    history : list of tuple or None
+        ``(loss, smoothed loss, gradient norm)`` of every evaluation so far (one per
+        iterate: ``nit`` of them at a boundary) with the option ``history``; None
+        without it.
     """
 
     x: np.ndarray
@@ -567,6 +571,7 @@ class LoopState:
     ema: float = math.nan
     ema_best: float = math.inf
     stall: int = 0
+    history: list | None = None
 
     _SCALARS = ("nit", "nfev", "njev", "best_f", "ema", "ema_best", "stall")
 
@@ -587,6 +592,8 @@ class LoopState:
             out["schedule.state"] = self.schedule.state.copy()
         if self.best_x is not None:
             out["best_x"], out["best_g"] = _host_copy(self.best_x), _host_copy(self.best_g)
+        if self.history is not None:
+            out["history"] = np.array(self.history, dtype=np.float64).reshape(-1, 3)
         return out
 
     def restore(self, state: dict[str, Any]) -> None:
@@ -598,11 +605,14 @@ class LoopState:
             If the state is of another method, size, dtype or set of options.
         """
         # Validate everything before changing anything: a bad state leaves the run as it was.
-        expected = set(self.export())
-        if set(state) != expected:
+        # The history is an observation, not part of the trajectory: a state may have one
+        # or not whatever this run records (see below).
+        expected = set(self.export()) - {"history"}
+        given = set(state) - {"history"}
+        if given != expected:
             raise ValueError(
                 "state does not match this run: missing "
-                f"{sorted(expected - set(state))}, unexpected {sorted(set(state) - expected)}"
+                f"{sorted(expected - given)}, unexpected {sorted(given - expected)}"
             )
         x = np.asarray(state["x"])
         if x.shape != self.x.shape or x.dtype != self.x.dtype:
@@ -618,6 +628,22 @@ class LoopState:
                     f"state samples {sampler['batch_size']} of {sampler['n_rows']} rows; this "
                     f"run samples {mine['batch_size']} of {mine['n_rows']}"
                 )
+        nit = int(state["nit"])
+        if self.history is not None and "history" in state:
+            # nit + 1 entries in the state of a finished run (its last iterate evaluated):
+            # that evaluation is made again when the run goes on, so it is dropped here.
+            history = np.asarray(state["history"])
+            if history.shape not in ((nit, 3), (nit + 1, 3)) or history.dtype != np.float64:
+                raise ValueError(
+                    f"state has a history of shape {history.shape} and dtype {history.dtype}; "
+                    f"after {nit} iterations it must be float64 of shape ({nit}, 3) or "
+                    f"({nit + 1}, 3)"
+                )
+            history = history[:nit]
+        elif self.history is not None:
+            # Saved without the option history: the iterates before it was on are NaN
+            # rows, so that entry k is still iterate k.
+            history = np.full((nit, 3), np.nan)
         sd = self.optimizer.state_dict()
         sd.update(
             rule=state["optimizer.rule"],
@@ -637,6 +663,8 @@ class LoopState:
         for name in self._SCALARS:
             kind = int if name in ("nit", "nfev", "njev", "stall") else float
             setattr(self, name, kind(state[name]))
+        if self.history is not None:
+            self.history[:] = map(tuple, history.tolist())
 
 
 # ---------------------------------------------------------------------------
@@ -782,11 +810,11 @@ class Minimizer:
             if self._callback is not None:
                 self._callback = self._device.host_callback(self._callback)
         self.state = LoopState(x, opt, sampler, lr if isinstance(lr, Schedule) else None, *best)
+        # options={"history": True}: (loss, smoothed loss, gradient norm) per evaluation.
+        self.state.history = [] if o["history"] else None
         self._checked = False  # the first evaluation's output is validated
         self._last: tuple = (None, None)  # latest (f, g): what a stream's end reports
         self._bar = None
-        # options={"history": True}: (loss, smoothed loss, gradient norm) per evaluation.
-        self._history: list | None = [] if o["history"] else None
         self._pending: list[int] = []  # signals caught during run(): see _advance
         self._caught = self._pending  # the signal handlers' list; nadam.mpi gives it its own
         if o["comm"] is not None:  # data-parallel over MPI: wraps evaluate, callback, sampler
@@ -922,7 +950,7 @@ class Minimizer:
             track, project, (lo, hi) = dev.track, dev.project, dev.box
         observe = s.schedule.observe if s.schedule is not None and s.schedule.stateful else None
         callback, bar = self._callback, self._bar
-        record = self._history.append if self._history is not None else None
+        record = s.history.append if s.history is not None else None
         best_x, best_g = (
             (None, None) if s.best_x is None else (s.best_x.reshape(-1), s.best_g.reshape(-1))
         )
@@ -1038,8 +1066,8 @@ class Minimizer:
             success=success,
             message=message,
         )
-        if self._history is not None:
-            h = np.array(self._history, dtype=np.float64).reshape(-1, 3)
+        if s.history is not None:
+            h = np.array(s.history, dtype=np.float64).reshape(-1, 3)
             result.history = {
                 "loss": h[:, 0].copy(),
                 "smoothed": h[:, 1].copy(),
@@ -1157,7 +1185,9 @@ def minimize(
             ``loss`` (the batch loss with ``batch_size``), ``smoothed`` (its
             moving average, as used by ``patience``) and ``grad_norm`` (the
             :math:`\|g\|_\infty` compared with ``gtol``).  Plot it with
-            :func:`nadam.plot_history`.
+            :func:`nadam.plot_history`.  Checkpoints keep it: a resumed run's
+            history starts at :math:`x_0` (NaN entries for the iterates
+            evaluated before the option was on).
         finite_diff_rel_step : float, optional
             Relative step of the finite differences.
         checkpoint : str or os.PathLike, optional

@@ -387,6 +387,74 @@ def test_resume_starts_afresh_without_a_file_and_extends_a_finished_run(tmp_path
     np.testing.assert_array_equal(fresh.x, first.x)
 
 
+_KEYS = ("loss", "smoothed", "grad_norm")
+
+
+def test_history_is_checkpointed_and_resumed_bit_identical(tmp_path, sentinel):
+    """With history=True the history is saved with the state: a run stopped by SIGTERM
+    and resumed returns the uninterrupted run's history, entry for entry."""
+    path = tmp_path / "run.npz"
+    opts = {"checkpoint": path, "checkpoint_every": 50, "resume": True, "history": True}
+    stopped = _minimize(callback=_raise_at(30, signal.SIGTERM), **opts)
+    assert stopped.status == 5 and len(stopped.history["loss"]) == stopped.nit == 31
+    assert checkpoint.load(path)[0]["history"].shape == (31, 3)
+    resumed = _minimize(**opts)
+    whole = _minimize(history=True)
+    assert len(whole.history["loss"]) == whole.nit + 1
+    for key in _KEYS:
+        np.testing.assert_array_equal(resumed.history[key], whole.history[key])
+
+
+def test_history_turned_on_at_resume_marks_the_unrecorded_iterates(tmp_path, sentinel):
+    """A checkpoint written without history, resumed with it: entry k is still iterate
+    k, NaN for those evaluated before; and the other way round the saved history is
+    ignored."""
+    path = tmp_path / "run.npz"
+    _minimize(callback=_raise_at(30, signal.SIGTERM), checkpoint=path, resume=True)
+    resumed = _minimize(checkpoint=path, resume=True, history=True)
+    whole = _minimize(history=True)
+    for key in _KEYS:
+        assert np.isnan(resumed.history[key][:31]).all()
+        np.testing.assert_array_equal(resumed.history[key][31:], whole.history[key][31:])
+    np.testing.assert_array_equal(resumed.x, whole.x)
+
+    path.unlink()
+    _minimize(callback=_raise_at(30, signal.SIGTERM), checkpoint=path, resume=True, history=True)
+    plain = _minimize(checkpoint=path, resume=True)
+    assert "history" not in plain
+    np.testing.assert_array_equal(plain.x, whole.x)
+
+
+def test_extending_a_finished_run_continues_its_history(tmp_path):
+    """The final checkpoint holds the last iterate's evaluation too; extending the run
+    evaluates that iterate again, once: entry k stays iterate k."""
+    path = tmp_path / "run.npz"
+    first = _minimize(checkpoint=path, resume=True, maxiter=40, history=True)
+    assert len(first.history["loss"]) == 41
+    longer = _minimize(checkpoint=path, resume=True, maxiter=60, history=True)
+    assert longer.nit == 60 and len(longer.history["loss"]) == 61
+    for key in _KEYS:
+        np.testing.assert_array_equal(longer.history[key][:40], first.history[key][:40])
+
+
+def test_a_history_of_the_wrong_shape_is_refused_before_anything_changes():
+    loss, data = _problem()
+    m = Minimizer(loss, np.zeros(4), args=data, jac=True, options={"history": True})
+    m.run(max_steps=5)
+    state = m.state_dict()
+    assert state["history"].shape == (5, 3)
+    fresh = Minimizer(loss, np.zeros(4), args=data, jac=True, options={"history": True})
+    before = fresh.state_dict()
+    with pytest.raises(ValueError, match=r"history of shape \(4, 3\).*\(5, 3\) or \(6, 3\)"):
+        fresh.load_state_dict({**state, "history": state["history"][:4]})
+    after = fresh.state_dict()
+    assert after.keys() == before.keys()
+    for key in before:
+        np.testing.assert_array_equal(after[key], before[key])
+    fresh.load_state_dict(state)
+    assert fresh.run().history["loss"][:5].tolist() == state["history"][:, 0].tolist()
+
+
 # ---------------------------------------------------------------------------
 # Checkpoints of another run, or damaged ones: clear errors, file untouched
 # ---------------------------------------------------------------------------
