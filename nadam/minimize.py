@@ -816,6 +816,7 @@ class Minimizer:
         self._last: tuple = (None, None)  # latest (f, g): what a stream's end reports
         self._bar = None
         self._pending: list[int] = []  # signals caught during run(): see _advance
+        self._end: Callable[[], None] | None = None  # nadam.mpi: a collective ending run()
         self._caught = self._pending  # the signal handlers' list; nadam.mpi gives it its own
         if o["comm"] is not None:  # data-parallel over MPI: wraps evaluate, callback, sampler
             from .mpi import attach
@@ -858,6 +859,8 @@ class Minimizer:
                 total=self.options["maxiter"], initial=self.state.nit, unit="it", dynamic_ncols=True
             )
         outcome = self._advance(max_steps)
+        if self._end is not None:
+            self._end()
         if outcome is None:
             return None
         return self._finish(*outcome)

@@ -33,6 +33,9 @@ collective per step and makes every decision collective:
 
 * an exception in ``fun`` on one rank is re-raised on that rank, and a
   ``RuntimeError`` is raised on the others, instead of leaving them waiting;
+* so is an exception in ``callback`` on one rank, one step later: the rank holds it
+  and goes on to the next reduction, which carries it (or, when the run stops
+  first, to one more reduction of a flag at the end of ``run()``);
 * ``StopIteration`` from ``callback`` on any rank stops *every* rank at the next
   step (the request travels in that step's reduction), status 99;
 * streamed ``args`` are read one item ahead, so that the end of any rank's stream
@@ -41,9 +44,9 @@ collective per step and makes every decision collective:
   boundary (:mod:`nadam.checkpoint`'s preemption, made collective).
 
 What nadam cannot make collective is an exception raised on some ranks only outside
-``fun`` (in a callback, or in your code around :func:`~nadam.minimize`): run scripts
-with ``python -m mpi4py script.py``, which aborts the whole job on an uncaught
-exception instead of leaving the other ranks waiting.
+``fun`` and ``callback`` (in your code around :func:`~nadam.minimize`, say): run
+scripts with ``python -m mpi4py script.py``, which aborts the whole job on an
+uncaught exception instead of leaving the other ranks waiting.
 
 The buffer has x's dtype, as everything else in the loop: a float32 run sends half
 the bytes of a float64 one and converts nothing (a float64 buffer would double the
@@ -317,28 +320,32 @@ class AllreduceEvaluate:
         self.stream: _CollectiveStream | None = None
         self.stop_pending = False
         self.stop_now = False
+        self._callback_error: Exception | None = None
 
     def __call__(self, x: np.ndarray, *args: Any) -> tuple[float, np.ndarray]:
         # The control slots are zero between calls (a reduction of zeros is zero, and
         # _control zeroes them after a nonzero one): per step only f is written and
         # a flag only when raised, which keeps the Python cost of a step to ~2 µs.
         ctrl = self._ctrl
-        error = None
-        try:
-            out = self._evaluate(x, *args)
-            if self._check is not None:
-                f, g = self._check(out)
-                self._check = None
-            else:
-                f, g = out
-            np.copyto(self._gsum, g, casting="no")  # _check: g has x's dtype
-            ctrl[_F] = f
-            if self.stream is not None:
-                ctrl[_ENDED] = self.stream.prefetch()
-        except Exception as exc:
-            # Take part in the reduction anyway, flagging the failure: the other ranks
-            # must not wait forever in a collective this rank will never call.
-            error = exc
+        error, self._callback_error = self._callback_error, None
+        if error is None:
+            try:
+                out = self._evaluate(x, *args)
+                if self._check is not None:
+                    f, g = self._check(out)
+                    self._check = None
+                else:
+                    f, g = out
+                np.copyto(self._gsum, g, casting="no")  # _check: g has x's dtype
+                ctrl[_F] = f
+                if self.stream is not None:
+                    ctrl[_ENDED] = self.stream.prefetch()
+            except Exception as exc:
+                error = exc
+        if error is not None:
+            # Take part in the reduction anyway, flagging the failure (of fun here, or of
+            # the callback since the last reduction): the other ranks must not wait
+            # forever in a collective this rank will never call.
             ctrl[_F] = ctrl[_ENDED] = 0.0
             ctrl[_ERRORS] = 1.0
         if self.stop_pending:
@@ -360,8 +367,8 @@ class AllreduceEvaluate:
             raise error
         if errors:
             raise RuntimeError(
-                f"the objective raised an exception on {int(errors)} other rank(s) of the "
-                "communicator (see their tracebacks); every rank stops"
+                f"the objective or the callback raised an exception on {int(errors)} other "
+                "rank(s) of the communicator (see their tracebacks); every rank stops"
             )
         if stops:
             self.stop_now = True
@@ -374,7 +381,8 @@ class AllreduceEvaluate:
                     break
 
     def callback(self, callback: Callable) -> Callable:
-        """Make ``callback``'s ``StopIteration`` collective (see the module's notes)."""
+        """Make ``callback``'s ``StopIteration`` and exceptions collective (see the
+        module's notes)."""
 
         def call(x, f, g, nit):
             if self.stop_now:
@@ -383,8 +391,27 @@ class AllreduceEvaluate:
                 return callback(x, f, g, nit)
             except StopIteration:
                 self.stop_pending = True
+            except Exception as exc:
+                # Raised now, it would strand the other ranks in their next reduction:
+                # held until then (or end()), and raised on every rank there.
+                self._callback_error = exc
 
         return call
+
+    def end(self) -> None:
+        """At the end of every ``run()`` call, on every rank: one reduction of a flag, so
+        that a callback's exception after the last reduction still stops every rank
+        (this rank raises it, the others a ``RuntimeError``)."""
+        flag = np.array([0.0 if self._callback_error is None else 1.0])
+        self.comm.Allreduce(self._in_place, flag, self._sum)
+        error, self._callback_error = self._callback_error, None
+        if error is not None:
+            raise error
+        if flag[0]:
+            raise RuntimeError(
+                f"the callback raised an exception on {int(flag[0])} other rank(s) of the "
+                "communicator (see their tracebacks); every rank stops"
+            )
 
 
 def _describe(value: Any) -> str:
@@ -489,8 +516,9 @@ def attach(m: Minimizer, comm: Any) -> None:
         comm, m.evaluate, m.state.x, check=m._check_output, caught=m._caught, pending=m._pending
     )
     m.evaluate = reducer
-    if m._callback is not None:
+    if m._callback is not None:  # the same on every rank (_signature): so is the end()
         m._callback = reducer.callback(m._callback)
+        m._end = reducer.end
     if m._stream is not None:
         reducer.stream = m._stream = _CollectiveStream(m._stream, comm)
     if rank != 0:

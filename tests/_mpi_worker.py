@@ -255,6 +255,44 @@ def error_on_one_rank():
     return "no exception"
 
 
+def _failing_callback(at: int):
+    seen = []
+
+    def cb(xk):
+        seen.append(1)
+        if RANK == SIZE - 1 and len(seen) == at:
+            raise ValueError("callback failed on the last rank")
+
+    return cb
+
+
+def callback_error_on_one_rank():
+    """An exception in rank 1's callback at its 5th call: raised there, a RuntimeError on
+    the others, with the next reduction."""
+    nadam.minimize(
+        logistic(N),
+        np.zeros(D),
+        args=(X[ROWS], Y[ROWS]),
+        jac=True,
+        callback=_failing_callback(5),
+        options={"lr": 0.05, "maxiter": 100, "comm": COMM},
+    )
+    return "no exception"
+
+
+def callback_error_at_the_last_step():
+    """The same at the last call (maxiter 10), after which no reduction follows."""
+    nadam.minimize(
+        logistic(N),
+        np.zeros(D),
+        args=(X[ROWS], Y[ROWS]),
+        jac=True,
+        callback=_failing_callback(10),
+        options={"lr": 0.05, "maxiter": 10, "comm": COMM},
+    )
+    return "no exception"
+
+
 def bad_output_on_one_rank():
     """A gradient of the wrong shape from one rank only: a collective error at step 0."""
 
@@ -454,6 +492,8 @@ SCENARIOS = [
     minibatch_resume,
     callback_stop_on_one_rank,
     error_on_one_rank,
+    callback_error_on_one_rank,
+    callback_error_at_the_last_step,
     bad_output_on_one_rank,
     x0_differs,
     batch_too_large_on_one_rank,

@@ -227,6 +227,15 @@ class TestTwoRanks:
         assert first[:2] == ("raised", "ValueError") and "shape" in first[2]
         assert last[:2] == ("raised", "RuntimeError")
 
+    @pytest.mark.parametrize(
+        "scenario", ["callback_error_on_one_rank", "callback_error_at_the_last_step"]
+    )
+    def test_an_exception_in_one_ranks_callback_is_raised_on_every_rank(self, ranks, scenario):
+        first, last = ranks[0][scenario], ranks[-1][scenario]
+        assert last == ("raised", "ValueError", "callback failed on the last rank")
+        assert first[:2] == ("raised", "RuntimeError")
+        assert "callback raised an exception on 1 other rank" in first[2]
+
     def test_ranks_that_disagree_fail_together(self, ranks):
         for r in ranks:
             kind, name, message = r["x0_differs"]
