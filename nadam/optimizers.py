@@ -141,11 +141,15 @@ class Optimizer:
         super().__init_subclass__(**kwargs)
         for spec in cls.rule.hyper:
             if not spec.fixed and spec.name not in cls.__dict__:
-                setattr(cls, spec.name, property(
-                    lambda self, name=spec.name: self._values[name],
-                    lambda self, value, name=spec.name: self._set_hyper(name, value),
-                    doc=f"Hyperparameter ``{spec.name}`` (validated on assignment).",
-                ))
+                setattr(
+                    cls,
+                    spec.name,
+                    property(
+                        lambda self, name=spec.name: self._values[name],
+                        lambda self, value, name=spec.name: self._set_hyper(name, value),
+                        doc=f"Hyperparameter ``{spec.name}`` (validated on assignment).",
+                    ),
+                )
 
     def _set_hyper(self, name: str, value: Any) -> None:
         new = {**self._values, **self.rule.validate({name: value}, base=self._values)}
@@ -345,12 +349,28 @@ class SGD(Optimizer):
 
     rule = rules.SGD
 
-    def __init__(self, params: np.ndarray, lr: LR = 1e-3, momentum: float = 0.0,
-                 dampening: float = 0.0, weight_decay: float = 0.0, nesterov: bool = False,
-                 *, maximize: bool = False, nonfinite: NonFinite = "raise"):
-        super().__init__(params, lr=lr, momentum=momentum, dampening=dampening,
-                         weight_decay=weight_decay, nesterov=nesterov, maximize=maximize,
-                         nonfinite=nonfinite)
+    def __init__(
+        self,
+        params: np.ndarray,
+        lr: LR = 1e-3,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
+        weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        nonfinite: NonFinite = "raise",
+    ):
+        super().__init__(
+            params,
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+            nonfinite=nonfinite,
+        )
 
 
 class RMSprop(Optimizer):
@@ -384,13 +404,30 @@ class RMSprop(Optimizer):
 
     rule = rules.RMSPROP
 
-    def __init__(self, params: np.ndarray, lr: LR = 1e-2, alpha: float = 0.99,
-                 eps: float = 1e-8, weight_decay: float = 0.0, momentum: float = 0.0,
-                 centered: bool = False, *, maximize: bool = False,
-                 nonfinite: NonFinite = "raise"):
-        super().__init__(params, lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
-                         momentum=momentum, centered=centered, maximize=maximize,
-                         nonfinite=nonfinite)
+    def __init__(
+        self,
+        params: np.ndarray,
+        lr: LR = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        centered: bool = False,
+        *,
+        maximize: bool = False,
+        nonfinite: NonFinite = "raise",
+    ):
+        super().__init__(
+            params,
+            lr=lr,
+            alpha=alpha,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            centered=centered,
+            maximize=maximize,
+            nonfinite=nonfinite,
+        )
 
 
 class Adagrad(Optimizer):
@@ -418,13 +455,28 @@ class Adagrad(Optimizer):
 
     rule = rules.ADAGRAD
 
-    def __init__(self, params: np.ndarray, lr: LR = 1e-2, lr_decay: float = 0.0,
-                 weight_decay: float = 0.0, initial_accumulator_value: float = 0.0,
-                 eps: float = 1e-10, *, maximize: bool = False,
-                 nonfinite: NonFinite = "raise"):
-        super().__init__(params, lr=lr, lr_decay=lr_decay, weight_decay=weight_decay,
-                         initial_accumulator_value=initial_accumulator_value, eps=eps,
-                         maximize=maximize, nonfinite=nonfinite)
+    def __init__(
+        self,
+        params: np.ndarray,
+        lr: LR = 1e-2,
+        lr_decay: float = 0.0,
+        weight_decay: float = 0.0,
+        initial_accumulator_value: float = 0.0,
+        eps: float = 1e-10,
+        *,
+        maximize: bool = False,
+        nonfinite: NonFinite = "raise",
+    ):
+        super().__init__(
+            params,
+            lr=lr,
+            lr_decay=lr_decay,
+            weight_decay=weight_decay,
+            initial_accumulator_value=initial_accumulator_value,
+            eps=eps,
+            maximize=maximize,
+            nonfinite=nonfinite,
+        )
 
 
 class Adadelta(Optimizer):
@@ -452,11 +504,26 @@ class Adadelta(Optimizer):
 
     rule = rules.ADADELTA
 
-    def __init__(self, params: np.ndarray, lr: LR = 1.0, rho: float = 0.9, eps: float = 1e-6,
-                 weight_decay: float = 0.0, *, maximize: bool = False,
-                 nonfinite: NonFinite = "raise"):
-        super().__init__(params, lr=lr, rho=rho, eps=eps, weight_decay=weight_decay,
-                         maximize=maximize, nonfinite=nonfinite)
+    def __init__(
+        self,
+        params: np.ndarray,
+        lr: LR = 1.0,
+        rho: float = 0.9,
+        eps: float = 1e-6,
+        weight_decay: float = 0.0,
+        *,
+        maximize: bool = False,
+        nonfinite: NonFinite = "raise",
+    ):
+        super().__init__(
+            params,
+            lr=lr,
+            rho=rho,
+            eps=eps,
+            weight_decay=weight_decay,
+            maximize=maximize,
+            nonfinite=nonfinite,
+        )
 
 
 _ADAM_MATH = r"""
@@ -500,13 +567,30 @@ class Adam(Optimizer):
 
     rule = rules.ADAM
 
-    def __init__(self, params: np.ndarray, lr: LR = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, amsgrad: bool = False, *, maximize: bool = False,
-                 decoupled_weight_decay: bool = False, nonfinite: NonFinite = "raise"):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, maximize=maximize,
-                         decoupled_weight_decay=decoupled_weight_decay, nonfinite=nonfinite)
+    def __init__(
+        self,
+        params: np.ndarray,
+        lr: LR = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        decoupled_weight_decay: bool = False,
+        nonfinite: NonFinite = "raise",
+    ):
+        super().__init__(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            decoupled_weight_decay=decoupled_weight_decay,
+            nonfinite=nonfinite,
+        )
 
 
 class AdamW(Optimizer):
@@ -532,12 +616,28 @@ class AdamW(Optimizer):
 
     rule = rules.ADAMW
 
-    def __init__(self, params: np.ndarray, lr: LR = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 1e-2, amsgrad: bool = False, *, maximize: bool = False,
-                 nonfinite: NonFinite = "raise"):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         amsgrad=amsgrad, maximize=maximize, nonfinite=nonfinite)
+    def __init__(
+        self,
+        params: np.ndarray,
+        lr: LR = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        nonfinite: NonFinite = "raise",
+    ):
+        super().__init__(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            maximize=maximize,
+            nonfinite=nonfinite,
+        )
 
 
 class Adamax(Optimizer):
@@ -563,12 +663,26 @@ class Adamax(Optimizer):
 
     rule = rules.ADAMAX
 
-    def __init__(self, params: np.ndarray, lr: LR = 2e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, *, maximize: bool = False,
-                 nonfinite: NonFinite = "raise"):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         maximize=maximize, nonfinite=nonfinite)
+    def __init__(
+        self,
+        params: np.ndarray,
+        lr: LR = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        *,
+        maximize: bool = False,
+        nonfinite: NonFinite = "raise",
+    ):
+        super().__init__(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            maximize=maximize,
+            nonfinite=nonfinite,
+        )
 
 
 class NAdam(Optimizer):
@@ -598,15 +712,30 @@ class NAdam(Optimizer):
 
     rule = rules.NADAM
 
-    def __init__(self, params: np.ndarray, lr: LR = 2e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, momentum_decay: float = 4e-3,
-                 decoupled_weight_decay: bool = False, *, maximize: bool = False,
-                 nonfinite: NonFinite = "raise"):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         momentum_decay=momentum_decay,
-                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
-                         nonfinite=nonfinite)
+    def __init__(
+        self,
+        params: np.ndarray,
+        lr: LR = 2e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        momentum_decay: float = 4e-3,
+        decoupled_weight_decay: bool = False,
+        *,
+        maximize: bool = False,
+        nonfinite: NonFinite = "raise",
+    ):
+        super().__init__(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum_decay=momentum_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
+            nonfinite=nonfinite,
+        )
 
 
 class RAdam(Optimizer):
@@ -637,13 +766,28 @@ class RAdam(Optimizer):
 
     rule = rules.RADAM
 
-    def __init__(self, params: np.ndarray, lr: LR = 1e-3,
-                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
-                 weight_decay: float = 0.0, decoupled_weight_decay: bool = False, *,
-                 maximize: bool = False, nonfinite: NonFinite = "raise"):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
-                         decoupled_weight_decay=decoupled_weight_decay, maximize=maximize,
-                         nonfinite=nonfinite)
+    def __init__(
+        self,
+        params: np.ndarray,
+        lr: LR = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decoupled_weight_decay: bool = False,
+        *,
+        maximize: bool = False,
+        nonfinite: NonFinite = "raise",
+    ):
+        super().__init__(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            decoupled_weight_decay=decoupled_weight_decay,
+            maximize=maximize,
+            nonfinite=nonfinite,
+        )
 
 
 #: Optimizer class by rule name.

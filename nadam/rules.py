@@ -129,7 +129,6 @@ def _common(weight_decay: float = 0.0, decoupled: bool = False, fixed: bool = Tr
     )
 
 
-
 @njit(cache=True)
 def _common_coefficients(hp, h):
     # Shared options: see the module docstring for the meaning of h[0:3].
@@ -157,7 +156,6 @@ def _common_coefficients(hp, h):
 # cache misses in flight the shorter its body is (docs/benchmarks.md).
 RAW_GRAD = False
 RAW_PARAM = False
-
 
 
 def sgd_update(p, g, s, h, i, opts):
@@ -416,8 +414,7 @@ class Rule:
         for key in values:
             if key not in known:
                 raise TypeError(
-                    f"{self.name} has no hyperparameter {key!r}; "
-                    f"allowed: {', '.join(known)}"
+                    f"{self.name} has no hyperparameter {key!r}; allowed: {', '.join(known)}"
                 )
         checked = {name: known[name].check(value) for name, value in values.items()}
         self.cross_check({**(self.defaults if base is None else base), **checked})
@@ -474,8 +471,13 @@ SGD = Rule(
     sgd_update,
     sgd_coefficients,
     7,
-    (_lr(1e-3), *_common(), Hyper("momentum", 0.0), Hyper("dampening", 0.0, high=1.0),
-     Hyper("nesterov", False, "bool")),
+    (
+        _lr(1e-3),
+        *_common(),
+        Hyper("momentum", 0.0),
+        Hyper("dampening", 0.0, high=1.0),
+        Hyper("nesterov", False, "bool"),
+    ),
     ("momentum", "nesterov"),
     lambda v: (v["momentum"] > 0, v["nesterov"]),
     lambda opts: ("momentum_buffer",) if opts[0] else (),
@@ -487,12 +489,21 @@ RMSPROP = Rule(
     rmsprop_update,
     rmsprop_coefficients,
     8,
-    (_lr(1e-2), *_common(), Hyper("alpha", 0.99, high=1.0), Hyper("eps", 1e-8),
-     Hyper("momentum", 0.0), Hyper("centered", False, "bool")),
+    (
+        _lr(1e-2),
+        *_common(),
+        Hyper("alpha", 0.99, high=1.0),
+        Hyper("eps", 1e-8),
+        Hyper("momentum", 0.0),
+        Hyper("centered", False, "bool"),
+    ),
     ("centered", "momentum"),
     lambda v: (v["centered"], v["momentum"] > 0),
-    lambda opts: ("square_avg",) + (("grad_avg",) if opts[0] else ())
-    + (("momentum_buffer",) if opts[1] else ()),
+    lambda opts: (
+        ("square_avg",)
+        + (("grad_avg",) if opts[0] else ())
+        + (("momentum_buffer",) if opts[1] else ())
+    ),
 )
 
 ADAGRAD = Rule(
@@ -500,8 +511,13 @@ ADAGRAD = Rule(
     adagrad_update,
     adagrad_coefficients,
     5,
-    (_lr(1e-2), *_common(), Hyper("lr_decay", 0.0), Hyper("initial_accumulator_value", 0.0),
-     Hyper("eps", 1e-10)),
+    (
+        _lr(1e-2),
+        *_common(),
+        Hyper("lr_decay", 0.0),
+        Hyper("initial_accumulator_value", 0.0),
+        Hyper("eps", 1e-10),
+    ),
     slots=lambda opts: ("sum",),
     initial=lambda v: v["initial_accumulator_value"],
 )
@@ -520,8 +536,13 @@ ADAM = Rule(
     adam_update,
     adam_coefficients,
     10,
-    (_lr(1e-3), *_common(fixed=False), _betas(), Hyper("eps", 1e-8),
-     Hyper("amsgrad", False, "bool")),
+    (
+        _lr(1e-3),
+        *_common(fixed=False),
+        _betas(),
+        Hyper("eps", 1e-8),
+        Hyper("amsgrad", False, "bool"),
+    ),
     ("amsgrad",),
     lambda v: (v["amsgrad"],),
     lambda opts: ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if opts[0] else ()),
@@ -532,8 +553,13 @@ ADAMW = Rule(
     adam_update,
     adam_coefficients,
     10,
-    (_lr(1e-3), *_common(1e-2, decoupled=True), _betas(), Hyper("eps", 1e-8),
-     Hyper("amsgrad", False, "bool")),
+    (
+        _lr(1e-3),
+        *_common(1e-2, decoupled=True),
+        _betas(),
+        Hyper("eps", 1e-8),
+        Hyper("amsgrad", False, "bool"),
+    ),
     ADAM.option_names,
     ADAM.options,
     ADAM.slots,
@@ -553,8 +579,7 @@ NADAM = Rule(
     nadam_update,
     nadam_coefficients,
     11,
-    (_lr(2e-3), *_common(fixed=False), _betas(), Hyper("eps", 1e-8),
-     Hyper("momentum_decay", 4e-3)),
+    (_lr(2e-3), *_common(fixed=False), _betas(), Hyper("eps", 1e-8), Hyper("momentum_decay", 4e-3)),
     slots=lambda opts: ("exp_avg", "exp_avg_sq"),
     aux_init=(1.0,),
 )
