@@ -335,10 +335,9 @@ print("ok")
 
 @pytest.mark.slow
 def test_cached_callers_of_parallel_code_run_in_a_later_process(tmp_path):
-    """A compiled caller of a parallel function (a stepper over the prange kernel, the
-    checked stepper over the finiteness check), compiled in a process that loaded the
-    parallel function from numba's cache, runs when a third process loads it from the
-    cache (numba drops the thread start-up hook in that case: it crashed)."""
+    """The steppers, compiled in a process that loaded the kernels and the finiteness
+    check from numba's cache, run when a third process loads them from the cache (numba
+    drops the thread start-up hook of such a caller of a prange loop: it crashed)."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
     script = tmp_path / "script.py"
     script.write_text(_CACHE_SCRIPT)
@@ -347,3 +346,38 @@ def test_cached_callers_of_parallel_code_run_in_a_later_process(tmp_path):
             [sys.executable, str(script), stage], env=env, capture_output=True, text=True
         )
         assert run.returncode == 0 and run.stdout.strip() == "ok", (stage, run.stderr[-2000:])
+
+
+_FORK_SCRIPT = """
+import multiprocessing
+import numpy as np
+import nadam
+
+def child(queue):
+    x = np.ones(100_000)  # above PARALLEL_THRESHOLD: the prange kernels
+    nadam.Adam(x).step(np.ones_like(x))
+    queue.put(float(x[0]))
+
+if __name__ == "__main__":
+    x = np.ones(100)  # the parent only runs serial kernels
+    nadam.Adam(x).step(np.ones_like(x))
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=child, args=(queue,))
+    process.start()
+    process.join(60)
+    print(process.exitcode, queue.get(timeout=1) if process.exitcode == 0 else None)
+"""
+
+
+@pytest.mark.slow
+def test_a_forked_child_runs_the_threaded_kernels(tmp_path):
+    """Importing nadam and stepping small arrays starts no threads, so a child forked
+    afterwards can run the threaded kernels (GNU OpenMP aborts a forked child whose
+    parent had started its threads)."""
+    script = tmp_path / "fork.py"
+    script.write_text(_FORK_SCRIPT)
+    run = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr[-2000:]
+    code, x0 = run.stdout.split()
+    assert code == "0" and float(x0) == pytest.approx(0.999), (run.stdout, run.stderr[-2000:])

@@ -47,6 +47,7 @@ __all__ = [
     "FINITE_PARALLEL_THRESHOLD",
     "PARALLEL_THRESHOLD",
     "all_finite",
+    "all_finite_serial",
     "check_arrays",
     "check_host",
     "checked_stepper",
@@ -72,13 +73,6 @@ PARALLEL_THRESHOLD = 2**13
 FINITE_PARALLEL_THRESHOLD = 2**15
 
 _JIT = dict(error_model="numpy", cache=True, nogil=True)
-
-# Start numba's threading layer now.  A compiled function that calls a parallel
-# one it found in the cache (a stepper, the compiled loop, the caller's own @njit
-# code calling a kernel) is cached without the hook that starts the threads when
-# it is loaded (numba 0.68: a library read from the cache has lost it); loaded
-# in a later process, its first call into a prange loop would crash.
-numba.get_num_threads()
 
 
 # The templates below are never called directly.  ``_specialise`` copies their
@@ -126,7 +120,7 @@ def _checked_stepper_template(p, g, s, hp, t, aux, h):
     returns False."""
     check_arrays(p, g, s, h, _ROWS, _N_COEFFICIENTS)  # noqa: F821
     check_host(hp, aux, h, _N_HYPER, _N_AUX, _N_COEFFICIENTS)  # noqa: F821
-    if not all_finite(g):
+    if not _all_finite(g):  # noqa: F821
         return False
     _coefficients(hp, t, aux, h)  # noqa: F821
     _kernel(p, g, s, h)  # noqa: F821
@@ -261,6 +255,8 @@ def stepper(rule: Rule, opts: tuple = (), parallel: bool = False):
         **_sizes(rule, opts),
     }
     name = "step_" + _variant_name(rule, opts, parallel)
+    if parallel:
+        _start_threads()
     return _specialise(_stepper_template, name, bindings, False)
 
 
@@ -273,9 +269,14 @@ def checked_stepper(rule: Rule, opts: tuple = (), parallel: bool = False):
     bindings = {
         "_coefficients": rule.coefficients,
         "_kernel": kernel(rule, opts, parallel),
+        # A serial stepper never calls a prange loop (nor needs one for the check:
+        # it serves arrays below PARALLEL_THRESHOLD, or a single thread).
+        "_all_finite": all_finite if parallel else all_finite_serial,
         **_sizes(rule, opts),
     }
     name = "checked_step_" + _variant_name(rule, opts, parallel)
+    if parallel:
+        _start_threads()
     return _specialise(_checked_stepper_template, name, bindings, False)
 
 
@@ -298,14 +299,30 @@ def _all_finite_parallel(x):
 
 
 @numba.njit(**_JIT)
+def all_finite_serial(x):
+    """True if every element of the 1-D array ``x`` is finite (one pass on one core)."""
+    return x.shape[0] == 0 or _all_finite_serial(x)
+
+
+@numba.njit(**_JIT)
 def all_finite(x):
     """True if every element of the 1-D array ``x`` is finite (one pass, no copy;
     all cores from :data:`FINITE_PARALLEL_THRESHOLD` elements up)."""
-    if x.shape[0] == 0:
-        return True
     if x.shape[0] >= FINITE_PARALLEL_THRESHOLD:
         return _all_finite_parallel(x)
-    return _all_finite_serial(x)
+    return all_finite_serial(x)
+
+
+def _start_threads() -> None:
+    # numba 0.68 caches a serial function that calls a prange loop read from the
+    # cache without the hook that starts the threads when it is loaded: a stepper
+    # compiled over a cached kernel crashed on its first call in a later process,
+    # unless something had started the threads.  So the steppers that run prange
+    # loops start them when they are handed out.  (Not at import: every forked
+    # child that runs a prange loop would then abort, GNU OpenMP not being
+    # fork-safe.  The kernels themselves are compiled with their loops, so their
+    # cached code keeps the hook.)
+    numba.get_num_threads()
 
 
 def choose_parallel(n: int) -> bool:
