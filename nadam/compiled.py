@@ -61,6 +61,7 @@ from . import rules, sampling, schedules
 from .kernels import cpu
 from .minimize import (
     _EMA,
+    _GNORM,
     DEFAULT_OPTIONS,
     Status,
     _load_tracker,
@@ -85,13 +86,13 @@ TARGET_SECONDS = 0.05
 # Python-only until the driver learns it).
 _HANDLED = frozenset(
     "maxiter disp gtol patience min_delta smoothing return_best batch_size seed "
-    "finite_diff_rel_step checkpoint checkpoint_every resume compiled".split()
+    "finite_diff_rel_step checkpoint checkpoint_every resume compiled history".split()
 )
 
 # Slots of the int64 counter vector the driver reads and writes: loop state
 # first (written after every step, so an exception leaves it consistent), then
 # this call's instructions and its report.
-_NIT, _NFEV, _NJEV, _T, _END, _RESUME, _PAUSE, _PAUSED = range(8)
+_NIT, _NFEV, _NJEV, _T, _END, _RESUME, _PAUSE, _PAUSED, _RECORDED = range(9)
 _CONTINUE = -1  # _track's "no stopping rule fired"
 _BAD_GRADIENT = -2  # the gradient's shape is not x's
 _NONFINITE = Status.NONFINITE
@@ -196,11 +197,14 @@ def _driver_template(
     params,
     sched,
     g_out,
+    hist,
 ):
     # The iterations from ctr[_NIT] to ctr[_END], in the order of
     # Minimizer._iterate; returns (status or _CONTINUE or _BAD_GRADIENT, last f).
     # With ctr[_PAUSE] it returns after the bookkeeping of every iterate but the
     # first (ctr[_PAUSED] = 1), for the callback; ctr[_RESUME] then takes the step.
+    # With the option history, row ctr[_RECORDED] of hist gets each evaluation's
+    # (f, smoothed f, gradient norm), and ctr[_RECORDED] counts them.
     pause = ctr[_PAUSE] != 0
     f = math.nan
     if ctr[_RESUME] != 0:
@@ -222,6 +226,10 @@ def _driver_template(
             return code, f
         if params is not None:  # a no-op unless reduce-on-plateau, as in Python
             schedules.observe(kind, params, sched, tr[_EMA])
+        if hist is not None:
+            row = ctr[_RECORDED]
+            hist[row, 0], hist[row, 1], hist[row, 2] = f, tr[_EMA], tr[_GNORM]
+            ctr[_RECORDED] = row + 1
         if pause and nit > 0:
             _copy(g, g_out)
             ctr[_PAUSED] = 1
@@ -428,7 +436,9 @@ class CompiledLoop:
         self._chunk = 1
         x = m.state.x
         self._g = np.empty(x.size, x.dtype)  # the last gradient the driver reports
-        self._ctr = np.zeros(8, np.int64)
+        self._ctr = np.zeros(9, np.int64)
+        # The rows the driver records in a chunk (option history): grown with the chunks.
+        self._hist = np.empty((0, 3)) if m.state.history is not None else None
 
     # -- arguments ------------------------------------------------------------------
     def _batch(self) -> tuple:
@@ -477,6 +487,7 @@ class CompiledLoop:
             params,
             state,
             self._g,
+            self._hist,
         )
 
     # -- compiling ------------------------------------------------------------------
@@ -534,6 +545,12 @@ class CompiledLoop:
         return driver
 
     # -- running --------------------------------------------------------------------
+    def _record(self) -> None:
+        # The rows the driver recorded since the last call into the run's history.
+        ctr = self._ctr
+        self._m.state.history.extend(map(tuple, self._hist[: ctr[_RECORDED]].tolist()))
+        ctr[_RECORDED] = 0
+
     def iterate(self, max_steps: int | None) -> tuple | None:
         """:meth:`Minimizer._iterate`, compiled: the same outcome and state."""
         m = self._m
@@ -551,9 +568,9 @@ class CompiledLoop:
                     raise exc.error(f"option compiled=True: {exc}") from exc.__cause__
                 m._compiled = None
                 return m._iterate(max_steps)
-        driver, ctr, g = self._driver, self._ctr, self._g
+        driver, ctr, g, hist = self._driver, self._ctr, self._g, self._hist
         opt, pending = s.optimizer, m._pending
-        ctr[:] = (s.nit, s.nfev, s.njev, opt.t, 0, 0, m._callback is not None, 0)
+        ctr[:] = (s.nit, s.nfev, s.njev, opt.t, 0, 0, m._callback is not None, 0, 0)
         end = None if max_steps is None else s.nit + max_steps
         evaluated = False
         f, outcome, shown = math.nan, None, time.perf_counter()
@@ -566,9 +583,14 @@ class CompiledLoop:
                 # signal caught during the callback stops the run, as in Python.
                 chunk = 1 if ctr[_RESUME] else self._chunk
                 ctr[_END] = before + chunk if end is None else min(before + chunk, end)
+                if hist is not None and len(hist) < ctr[_END] - before:  # a row per evaluation
+                    hist = self._hist = np.empty((max(ctr[_END] - before, 2 * len(hist)), 3))
+                    arguments = (*arguments[:-1], hist)
                 start = time.perf_counter()
                 code, f = driver(*arguments)
                 now = time.perf_counter()
+                if hist is not None:
+                    self._record()
                 ctr[_RESUME] = 0
                 evaluated = evaluated or int(ctr[_NFEV]) > s.nfev
                 if code == _BAD_GRADIENT:
@@ -598,6 +620,8 @@ class CompiledLoop:
                     per_step = max(now - start, 1e-9) / done
                     self._chunk = int(min(max(TARGET_SECONDS / per_step, 1), 8 * self._chunk))
         finally:
+            if hist is not None:
+                self._record()  # what a chunk that raised had recorded
             s.nit, s.nfev, s.njev = int(ctr[_NIT]), int(ctr[_NFEV]), int(ctr[_NJEV])
             opt.t = int(ctr[_T])
             _store_tracker(s, tr)

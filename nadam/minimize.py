@@ -1219,9 +1219,9 @@ def minimize(
             sampling, objective, stopping rules, schedule, step and projection,
             with Python entered once per chunk of iterations (every iteration
             with a ``callback``).  The iterates, counters and message are
-            bit-identical to the Python loop's.  "auto" compiles when the run
-            allows it (not with finite differences, a stream of ``args``, a
-            Python callable ``lr``, ``history`` or ``comm``); False always runs
+            bit-identical to the Python loop's, and so is ``history``.  "auto"
+            compiles when the run allows it (not with finite differences, a
+            stream of ``args``, a Python callable ``lr`` or ``comm``); False always runs
             the Python loop; True raises ``TypeError`` or ``ValueError`` saying
             why the run cannot be compiled.  See ``docs/compiled.md``.
         device : {"cpu", "cuda"}, default "cpu"

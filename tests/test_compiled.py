@@ -92,6 +92,7 @@ def everything(lr, maxiter=300, **more) -> dict:
             "batch_size": 16,
             "seed": 5,
             "return_best": True,
+            "history": True,
             **more,
         },
     }
@@ -113,6 +114,9 @@ def assert_same(a, b):
     for key in ("nit", "nfev", "njev", "status", "success", "message"):
         assert a[key] == b[key], key
     assert a.fun == b.fun or (np.isnan(a.fun) and np.isnan(b.fun))
+    assert ("history" in a) == ("history" in b)
+    for key, value in a.get("history", {}).items():
+        np.testing.assert_array_equal(value, b.history[key], err_msg=key)
 
 
 # ---------------------------------------------------------------------------
@@ -341,7 +345,6 @@ def test_auto_compiles_njit_objectives_only(data):
         (dict(jac=lambda x, *a: x), TypeError, "jac must be True or a numba @njit"),
         (dict(args=iter([()])), ValueError, "stream"),
         (dict(options={"lr": lambda t: 0.1}), TypeError, "nadam.schedules"),
-        (dict(options={"history": True}), ValueError, "option history"),
     ],
 )
 def test_compiled_true_refuses_at_once(data, kw, error, words):
