@@ -255,7 +255,7 @@ def error_on_one_rank():
     return "no exception"
 
 
-def _failing_callback(at: int):
+def _callback_fails_on_the_last_rank(at: int, maxiter: int) -> str:
     seen = []
 
     def cb(xk):
@@ -263,34 +263,26 @@ def _failing_callback(at: int):
         if RANK == SIZE - 1 and len(seen) == at:
             raise ValueError("callback failed on the last rank")
 
-    return cb
+    nadam.minimize(
+        logistic(N),
+        np.zeros(D),
+        args=(X[ROWS], Y[ROWS]),
+        jac=True,
+        callback=cb,
+        options={"lr": 0.05, "maxiter": maxiter, "comm": COMM},
+    )
+    return "no exception"
 
 
 def callback_error_on_one_rank():
     """An exception in rank 1's callback at its 5th call: raised there, a RuntimeError on
     the others, with the next reduction."""
-    nadam.minimize(
-        logistic(N),
-        np.zeros(D),
-        args=(X[ROWS], Y[ROWS]),
-        jac=True,
-        callback=_failing_callback(5),
-        options={"lr": 0.05, "maxiter": 100, "comm": COMM},
-    )
-    return "no exception"
+    return _callback_fails_on_the_last_rank(5, 100)
 
 
 def callback_error_at_the_last_step():
     """The same at the last call (maxiter 10), after which no reduction follows."""
-    nadam.minimize(
-        logistic(N),
-        np.zeros(D),
-        args=(X[ROWS], Y[ROWS]),
-        jac=True,
-        callback=_failing_callback(10),
-        options={"lr": 0.05, "maxiter": 10, "comm": COMM},
-    )
-    return "no exception"
+    return _callback_fails_on_the_last_rank(10, 10)
 
 
 def bad_output_on_one_rank():
