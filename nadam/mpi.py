@@ -366,10 +366,7 @@ class AllreduceEvaluate:
         if error is not None:
             raise error
         if errors:
-            raise RuntimeError(
-                f"the objective or the callback raised an exception on {int(errors)} other "
-                "rank(s) of the communicator (see their tracebacks); every rank stops"
-            )
+            raise _others_failed("the objective or the callback", errors)
         if stops:
             self.stop_now = True
         if ended:
@@ -408,10 +405,15 @@ class AllreduceEvaluate:
         if error is not None:
             raise error
         if flag[0]:
-            raise RuntimeError(
-                f"the callback raised an exception on {int(flag[0])} other rank(s) of the "
-                "communicator (see their tracebacks); every rank stops"
-            )
+            raise _others_failed("the callback", flag[0])
+
+
+def _others_failed(what: str, count: float) -> RuntimeError:
+    # What the ranks that did not fail raise: the failing ones raise their own.
+    return RuntimeError(
+        f"{what} raised an exception on {int(count)} other rank(s) of the communicator "
+        "(see their tracebacks); every rank stops"
+    )
 
 
 def _describe(value: Any) -> str:
