@@ -1,6 +1,5 @@
 """Helpers shared by the benchmark scripts (the timing machinery itself is
-:mod:`nadam.bench`, so that ``python -m nadam bench`` works from an installed
-package).
+``benchmarks/bench.py``, which ``python -m nadam bench`` runs from a checkout).
 
 * :func:`sizes` parses ``1e2,1e3,3e7``-style lists;
 * :func:`fresh_process` runs Python code in a new interpreter with a chosen numba
@@ -16,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from nadam.bench import (  # noqa: F401 (re-exported for the scripts)
+from bench import (  # noqa: F401 (re-exported for the scripts)
     CASES,
     PEERS,
     Case,

@@ -1,40 +1,46 @@
-"""nadam: Numba-accelerated first-order optimisers with a scipy-style ``minimize``."""
+"""nadam: Numba-accelerated first-order optimisers with a scipy-style ``minimize``.
 
-from . import kernels, methods, rules, schedules
-from .minimize import minimize
-from .optimizers import (
-    SGD,
-    Adadelta,
-    Adagrad,
-    Adam,
-    Adamax,
-    AdamW,
-    NAdam,
-    NonFiniteGradientError,
-    Optimizer,
-    RAdam,
-    RMSprop,
-)
-from .plot import plot_history
+The public names are imported on first use (``import nadam`` itself loads only
+numba and this package's registry), so a script that needs one optimizer class
+does not pay for scipy.optimize, the loop and the plotting code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .rules import RULES
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "SGD",
-    "Adadelta",
-    "Adagrad",
-    "Adam",
-    "AdamW",
-    "Adamax",
-    "NAdam",
-    "NonFiniteGradientError",
-    "Optimizer",
-    "RAdam",
-    "RMSprop",
-    "kernels",
-    "methods",
-    "minimize",
-    "plot_history",
-    "rules",
-    "schedules",
-]
+# Public name -> the module that holds it.
+_LAZY = {
+    "Minimizer": "nadam.minimizer",
+    "minimize": "nadam.minimizer",
+    "Status": "nadam.loop.status",
+    "NonFiniteGradientError": "nadam.optimizers",
+    "Optimizer": "nadam.optimizers",
+    "optimizer_class": "nadam.optimizers",
+    "plot_history": "nadam.plot",
+}
+_MODULES = ("checkpoint", "kernels", "methods", "mpi", "rules", "sampling", "schedules")
+
+__all__ = sorted([*_LAZY, *_MODULES, *(r.class_name for r in RULES.values())])
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _MODULES:
+        value = importlib.import_module(f"nadam.{name}")
+    elif any(r.class_name == name for r in RULES.values()):
+        value = getattr(importlib.import_module("nadam.optimizers"), name)
+    else:
+        raise AttributeError(f"module 'nadam' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__, *(r.class_name for r in RULES.values())})

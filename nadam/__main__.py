@@ -1,4 +1,4 @@
-"""Command line: ``python -m nadam demo`` and ``python -m nadam bench [--quick]``.
+"""Command line: ``python -m nadam demo``, ``python -m nadam bench [--quick]``.
 
 ``demo`` fits a logistic regression on data generated with a fixed seed three
 ways and prints one table:
@@ -11,7 +11,8 @@ ways and prints one table:
   objective.
 
 Compile time is measured and reported apart from the timings.  ``bench`` hands
-its arguments to :func:`nadam.bench.main`.
+its arguments to ``benchmarks/bench.py`` of a source checkout (the benchmark's
+peer code is not part of the installed package).
 """
 
 from __future__ import annotations
@@ -330,6 +331,30 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _benchmarks_folder() -> Path | None:
+    # benchmarks/ of the checkout nadam runs from (an editable install), or of the
+    # current directory (a checkout with nadam installed from it).
+    for root in (Path(__file__).resolve().parent.parent, Path.cwd()):
+        if (root / "benchmarks" / "bench.py").is_file():
+            return root / "benchmarks"
+    return None
+
+
+def _bench(argv: list[str]) -> int:
+    folder = _benchmarks_folder()
+    if folder is None:
+        print(
+            "python -m nadam bench runs benchmarks/bench.py of a source checkout: run it "
+            "from the repository's root (git clone, then pip install -e .)",
+            file=sys.stderr,
+        )
+        return 2
+    sys.path.insert(0, str(folder))
+    import bench
+
+    return bench.main(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m nadam`` and of the ``nadam`` console script.
 
@@ -345,9 +370,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:
-        from . import bench
-
-        return bench.main(argv[1:])
+        return _bench(argv[1:])
     a = _parser().parse_args(argv)
     if a.command == "demo":
         for name, low in (("rows", 1), ("features", 2), ("steps", 1), ("batch_size", 1)):

@@ -1,25 +1,27 @@
-r"""Checkpoints and preemption for :func:`nadam.minimize`.
+r"""Checkpoints for :func:`nadam.minimize`: the file format and the run's checkpointer.
 
 With ``options={"checkpoint": path, "checkpoint_every": k, "resume": True}``,
-:func:`nadam.minimize` writes the whole state of the run (the iterate, the
-optimizer's state and step count, the minibatch sampler's position, the
-schedule's state, the best-so-far and the stopping rules' state: everything in
-:class:`nadam.minimize.LoopState`) to ``path`` every ``k`` iterations, when it
-stops, and when it is interrupted by SIGTERM or SIGINT.  Started again with
-``resume=True``, it continues from the file, bit for bit, as if never stopped;
-without a file it starts afresh, so a requeued job script needs no change.
+:func:`nadam.minimize` writes the whole state of the run (everything in
+:class:`nadam.loop.state.RunState`: the iterate, the optimizer's state and step
+count, the minibatch sampler's position, the schedule's state, the best-so-far,
+the average and the stopping rules' state) to ``path`` every ``k`` iterations,
+when it stops, when it is interrupted by SIGTERM or SIGINT, and when the
+objective or the callback raises.  Started again with ``resume=True``, it
+continues from the file, bit for bit, as if never stopped; without a file it
+starts afresh, so a requeued job script needs no change.
 
-The file is an ``.npz`` archive of plain NumPy arrays (no pickle: it is read
-with ``allow_pickle=False``), plus a JSON header naming the run (method, shape
-and dtype of x, hyperparameters, sampling, bounds) so that resuming another
-run's checkpoint is an error rather than a silent mix-up.  Writes are atomic:
-a temporary file in the same directory is written, flushed and ``fsync``-ed,
-then renamed over the old one, and the directory is ``fsync``-ed; a process
-killed at any moment leaves either the previous checkpoint or the new one.
+The file is an ``.npz`` archive of plain NumPy arrays (no pickle: the members
+are read as raw ``.npy`` arrays, never unpickled), plus a JSON header naming the
+run (method, shape and dtype of x, hyperparameters, sampling, bounds) so that
+resuming another run's checkpoint is an error rather than a silent mix-up, and
+declaring the size of every member, so that a crafted file is refused before
+anything is decompressed.  Writes are atomic: a temporary file in the same
+directory is written, flushed and ``fsync``-ed, then renamed over the old one,
+and the directory is ``fsync``-ed; a process killed at any moment leaves either
+the previous checkpoint or the new one.
 
 :func:`save` and :func:`load` are the file format; :class:`Checkpointer` binds
-it to a run, and :class:`Preemption` turns SIGTERM and SIGINT into a request
-to stop at the next iteration boundary.
+it to a run.
 
 >>> import os, tempfile
 >>> import numpy as np
@@ -34,44 +36,30 @@ to stop at the next iteration boundary.
 from __future__ import annotations
 
 import contextlib
-import glob
-import hashlib
+import io
 import json
 import os
+import re
 import secrets
-import signal
-import threading
+import socket
 import warnings
 import zipfile
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 
-from .schedules import Schedule
+from ._checks import check_bool, check_int, fail
 
-if TYPE_CHECKING:
-    from .minimize import LoopState, Minimizer
-
-__all__ = [
-    "FORMAT_VERSION",
-    "SIGNALS",
-    "Checkpointer",
-    "Preemption",
-    "check_options",
-    "identity",
-    "load",
-    "save",
-]
+__all__ = ["FORMAT_VERSION", "Checkpointer", "check_options", "load", "save"]
 
 #: Version of the file layout; a file of another version is refused.
-FORMAT_VERSION = 1
-
-#: The signals that :class:`Preemption` turns into a clean stop.
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+FORMAT_VERSION = 2
 
 # The archive member holding the JSON header (a 0-d unicode array: no pickle).
 _HEADER = "__nadam_checkpoint__"
+#: The most bytes a header may take (it names a run: a few kB).
+HEADER_LIMIT = 1 << 20
 
 # Header fields that must agree between a checkpoint and the run resuming it:
 # together they decide the state's layout and the trajectory.  maxiter and the
@@ -86,12 +74,25 @@ _IDENTITY = (
     "seed",
     "bounds",
     "return_best",
+    "average",
 )
 
 
 # ---------------------------------------------------------------------------
 # The file format
 # ---------------------------------------------------------------------------
+
+
+def _temporary_name(path: str) -> str:
+    # .<name>.<host>.<pid>.<random>.tmp: the host and pid say whose it is (see _stale).
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64] or "host"
+    return f".{os.path.basename(path)}.{host}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
+def _npy_bytes(value: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, value, allow_pickle=False)
+    return buffer.getvalue()
 
 
 def save(
@@ -105,11 +106,11 @@ def save(
         The checkpoint file; its directory must exist.  Any name works (no
         suffix is added); ``.npz`` is conventional.
     state : mapping of str to numpy.ndarray or scalar
-        A flat state such as :meth:`nadam.minimize.LoopState.export`: arrays
+        A flat state such as :meth:`nadam.loop.state.RunState.export`: arrays
         (not of dtype object) and Python or NumPy scalars (``bool``, ``int``,
         ``float``, ``str``), which :func:`load` gives back as Python scalars.
     meta : mapping, optional
-        JSON-serialisable header fields (see :func:`identity`).
+        JSON-serialisable header fields (the run's identity).
 
     Raises
     ------
@@ -121,37 +122,39 @@ def save(
 
     Notes
     -----
-    The archive goes to a temporary file ``.<name>.<pid>.<random>.tmp`` in the
-    same directory (a rename is atomic only within one file system), which is
+    The archive goes to a temporary file ``.<name>.<host>.<pid>.<random>.tmp`` in
+    the same directory (a rename is atomic only within one file system), which is
     flushed and ``fsync``-ed, then renamed over ``path`` with :func:`os.replace`;
-    finally the directory is ``fsync``-ed so that the rename survives a crash
-    of the machine, not only of the process.
+    finally the directory is ``fsync``-ed so that the rename survives a crash of
+    the machine, not only of the process.  A symbolic link at ``path`` is
+    replaced by the file (the link's target is not written).
     """
     path = os.fspath(path)
-    arrays: dict[str, np.ndarray] = {}
+    members: dict[str, bytes] = {}
     scalars = []
     for key, value in state.items():
         if isinstance(value, np.ndarray) and not value.dtype.hasobject:
-            arrays[key] = value
+            members[key] = _npy_bytes(value)
         elif isinstance(value, (bool, int, float, str, np.bool_, np.number, np.str_)):
-            arrays[key] = np.asarray(value)
+            members[key] = _npy_bytes(np.asarray(value))
             scalars.append(key)
         else:
             raise TypeError(
                 f"checkpoint state[{key!r}] must be a NumPy array (not of dtype object) or a "
                 f"bool, int, float or str, got {type(value).__name__}"
             )
-    header = {**(meta or {}), "format": FORMAT_VERSION, "scalars": scalars}
-    arrays[_HEADER] = np.asarray(json.dumps(header))
+    sizes = {key: len(data) for key, data in members.items()}
+    header = {**(meta or {}), "format": FORMAT_VERSION, "scalars": scalars, "sizes": sizes}
+    members = {_HEADER: _npy_bytes(np.asarray(json.dumps(header))), **members}
     folder = os.path.dirname(os.path.abspath(path))
-    tmp = os.path.join(
-        folder, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
-    )
+    tmp = os.path.join(folder, _temporary_name(path))
     # os.open with 0o666 honours the umask, as a plain open() would (mkstemp gives 0o600).
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
+            with zipfile.ZipFile(fh, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+                for key, data in members.items():
+                    archive.writestr(f"{key}.npy", data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
@@ -177,21 +180,48 @@ def _fsync_directory(folder: str) -> None:
         os.close(fd)
 
 
-def load(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
+    # A raw .npy read that trusts nothing: the array header must describe exactly
+    # the member's declared size, and no object dtype (which would need pickle).
+    with archive.open(info) as fh:
+        version = np.lib.format.read_magic(fh)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+        elif version == (2, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+        else:
+            raise ValueError(f"member {info.filename!r} has .npy format {version}")
+        if dtype.hasobject:
+            raise ValueError(f"member {info.filename!r} holds Python objects")
+        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        nbytes = count * dtype.itemsize
+        if fh.tell() + nbytes != info.file_size:
+            raise ValueError(f"member {info.filename!r} is not the array its header describes")
+        data = fh.read(nbytes)
+    array = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+    return array.copy()
+
+
+def load(
+    path: str | os.PathLike, limit: Callable[[str], int] | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read a checkpoint written by :func:`save`.
 
     Parameters
     ----------
     path : str or os.PathLike
         The checkpoint file.
+    limit : callable, optional
+        ``limit(key) -> int``: the most bytes member ``key`` may hold; checked
+        against the archive's directory before anything is decompressed.
 
     Returns
     -------
     state : dict
         Arrays, and the scalars of the saved state as Python scalars.
     meta : dict
-        The header: the ``meta`` given to :func:`save`, plus ``format`` and
-        ``scalars``.
+        The header: the ``meta`` given to :func:`save`, plus ``format``,
+        ``scalars`` and ``sizes``.
 
     Raises
     ------
@@ -199,24 +229,38 @@ def load(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
         If there is no such file.
     ValueError
         If the file is not a complete checkpoint of this format (truncated,
-        damaged, or something else); the message names the file.
+        damaged, crafted, or something else); the message names the file.
     """
     path = os.fspath(path)
     try:
-        archive = np.load(path, allow_pickle=False)
-        if not isinstance(archive, np.lib.npyio.NpzFile):
-            raise ValueError("not an .npz archive")
-        with archive:
-            # Read every member now: a damaged member fails here (zip CRC check), not later.
-            data = {key: archive[key] for key in archive.files}
-        if _HEADER not in data:
-            raise ValueError("no nadam checkpoint header")
-        meta = json.loads(str(data.pop(_HEADER)))
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
-            version = meta.get("format") if isinstance(meta, dict) else None
-            raise ValueError(
-                f"format version {version!r}; this version of nadam reads {FORMAT_VERSION}"
-            )
+        with open(path, "rb") as fh:
+            if fh.read(6) == b"\x93NUMPY":
+                raise ValueError("a .npy file, not an .npz archive")
+        with open(path, "rb") as fh, zipfile.ZipFile(fh) as archive:
+            infos = {info.filename: info for info in archive.infolist()}
+            head = infos.get(_HEADER + ".npy")
+            if head is None:
+                raise ValueError("no nadam checkpoint header")
+            if head.file_size > HEADER_LIMIT:
+                raise ValueError(f"a header of {head.file_size} bytes")
+            meta = json.loads(str(_read_member(archive, head)))
+            if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+                version = meta.get("format") if isinstance(meta, dict) else None
+                raise ValueError(
+                    f"format version {version!r}; this version of nadam reads {FORMAT_VERSION}"
+                )
+            sizes = meta["sizes"]
+            members = {name[: -len(".npy")]: info for name, info in infos.items()}
+            del members[_HEADER]
+            if set(members) != set(sizes) or any(members[k].file_size != sizes[k] for k in sizes):
+                raise ValueError("members that the header does not declare")
+            for key, info in members.items():
+                if limit is not None and info.file_size > limit(key):
+                    raise ValueError(
+                        f"member {key!r} of {info.file_size} bytes, more than this run's "
+                        f"{limit(key)}"
+                    )
+            data = {key: _read_member(archive, info) for key, info in members.items()}
         for key in meta["scalars"]:
             data[key] = data[key].item()
     except FileNotFoundError:
@@ -234,99 +278,46 @@ def load(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, Any]]:
 # ---------------------------------------------------------------------------
 
 
-def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
+def check_options(
+    path: Any, every: Any, resume: Any, local: bool = True
+) -> tuple[str | None, int | None, bool]:
     """Validate the options ``checkpoint``, ``checkpoint_every`` and ``resume``.
 
     Returns them validated (the path as a ``str``).  The checkpoint's directory
-    is checked now, so that a typo fails at once rather than at the first
-    checkpoint, hours later.
+    is checked now (unless ``local`` is False: with MPI rank 0 checks it), so that
+    a typo fails at once rather than at the first checkpoint, hours later.
 
     Raises
     ------
     TypeError, ValueError
         Naming the option and the value.
     """
-    path, every, resume = options["checkpoint"], options["checkpoint_every"], options["resume"]
-    # With comm only rank 0 touches the file, and nadam.mpi.read_checkpoint checks the
-    # path there, raising on every rank alike (a check failing here on rank 0 alone
-    # would leave the other ranks waiting in their first collective).
-    local = options.get("comm") is None
     if path is not None:
         if not isinstance(path, (str, os.PathLike)):
-            raise TypeError(
-                f"option checkpoint must be a file path (str or os.PathLike) or None, got {path!r}"
-            )
+            fail("option checkpoint", path, "a file path (str or os.PathLike) or None", TypeError)
         path = os.fsdecode(os.fspath(path))
         if not path:
-            raise ValueError("option checkpoint must be a file path, got ''")
-        folder = os.path.dirname(os.path.abspath(path))
-        if local and os.path.isdir(path):
-            raise ValueError(f"option checkpoint must be a file path, got the directory {path!r}")
-        if local and not os.path.isdir(folder):
-            raise ValueError(
-                f"option checkpoint: the directory {folder!r} of {path!r} does not exist"
-            )
-        if local and not os.access(folder, os.W_OK | os.X_OK):
-            raise ValueError(
-                f"option checkpoint: the directory {folder!r} of {path!r} is not writable"
-            )
-    if every is not None:
-        if isinstance(every, (bool, np.bool_)) or not isinstance(every, (int, np.integer)):
-            raise TypeError(f"option checkpoint_every must be an int >= 1 or None, got {every!r}")
-        if every < 1:
-            raise ValueError(f"option checkpoint_every must be >= 1, got {every!r}")
-        every = int(every)
-    if not isinstance(resume, (bool, np.bool_)):
-        raise TypeError(f"option resume must be a bool, got {resume!r}")
+            fail("option checkpoint", path, "a file path")
+        if local:
+            check_path(path)
+    every = check_int("option checkpoint_every", every, 1, allow_none=True)
+    resume = check_bool("option resume", resume)
     if path is None and (every is not None or resume):
         name = "checkpoint_every" if every is not None else "resume"
         raise ValueError(f"option {name} needs option checkpoint (the file path), which is None")
-    return {"checkpoint": path, "checkpoint_every": every, "resume": bool(resume)}
+    return path, every, resume
 
 
-def _describe(value: Any) -> Any:
-    # A hyperparameter as JSON: floats round-trip exactly (repr), a schedule by
-    # its formula and parameters.  Any other callable lr is recorded as such: it
-    # is called with the restored step count, and any state of its own is not saved.
-    if isinstance(value, Schedule):
-        return {"schedule": value.name, "params": value.params.tolist()}
-    if callable(value):
-        return "callable"
-    if isinstance(value, tuple):
-        return list(value)
-    return value
-
-
-def identity(minimizer: Minimizer) -> dict[str, Any]:
-    """The header that names a run: what a checkpoint must share with the run resuming it.
-
-    Method, shape and dtype of x, hyperparameters, ``batch_size`` and the
-    number of rows sampled, ``seed``, a digest of the bounds and
-    ``return_best``; also the nadam version (informative, not compared).  The
-    data themselves are not compared (only their number of rows): that would
-    cost a pass over them.
-    """
-    from . import __version__
-
-    s, o = minimizer.state, minimizer.options
-    box = minimizer._box
-    bounds = None
-    if box is not None:
-        bounds = hashlib.sha256(box[0].tobytes() + box[1].tobytes()).hexdigest()[:16]
-    hyper = s.optimizer.state_dict()["hyper"]
-    return {
-        "nadam": __version__,
-        "method": s.optimizer.rule.name,
-        "shape": list(s.x.shape),
-        "dtype": s.x.dtype.name,
-        "hyper": {k: _describe(v) for k, v in sorted(hyper.items())},
-        "batch_size": o["batch_size"],
-        # state_dict's n_rows: all ranks' rows with comm (nadam.mpi.ShardSampler).
-        "n_rows": None if s.sampler is None else s.sampler.state_dict()["n_rows"],
-        "seed": None if o["seed"] is None else int(o["seed"]),
-        "bounds": bounds,
-        "return_best": o["return_best"],
-    }
+def check_path(path: str) -> None:
+    """Raise ``ValueError`` unless ``path`` can be a checkpoint file: not a directory,
+    in an existing, writable directory."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise ValueError(f"option checkpoint must be a file path, got the directory {path!r}")
+    if not os.path.isdir(folder):
+        raise ValueError(f"option checkpoint: the directory {folder!r} of {path!r} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"option checkpoint: the directory {folder!r} of {path!r} is not writable")
 
 
 def _mismatches(saved: Mapping[str, Any], mine: Mapping[str, Any]) -> list[str]:
@@ -337,7 +328,8 @@ def _mismatches(saved: Mapping[str, Any], mine: Mapping[str, Any]) -> list[str]:
             continue  # another method has other hyperparameters: the method says it all
         if key == "hyper" and isinstance(theirs, dict):
             out += [
-                f"{name} is {theirs.get(name)!r} in the checkpoint but {ours.get(name)!r} here"
+                f"{name} is {_shown(theirs.get(name))} in the checkpoint but "
+                f"{_shown(ours.get(name))} here"
                 for name in sorted(set(theirs) | set(ours))
                 if theirs.get(name) != ours.get(name)
             ]
@@ -350,78 +342,81 @@ def _mismatches(saved: Mapping[str, Any], mine: Mapping[str, Any]) -> list[str]:
     return out
 
 
-class Checkpointer:
-    """The checkpoints of one :class:`~nadam.minimize.Minimizer` run.
+def _shown(value: Any) -> str:
+    if isinstance(value, dict) and "callable" in value:
+        return f"the callable {value['callable']}"
+    return repr(value)
 
-    Built by the run from its options; with ``resume=True`` and an existing
-    file, the constructor loads the file into the run.
+
+def _stale(folder: str, name: str) -> list[str]:
+    # Temporary files that a process of this host killed while writing left behind:
+    # exactly our pattern, our host, and a pid that no longer runs.  A user's file of
+    # a similar name, and the files of live processes or of other hosts, stay.
+    host = re.sub(r"[^A-Za-z0-9-]", "-", socket.gethostname())[:64] or "host"
+    pattern = re.compile(rf"\.{re.escape(name)}\.{re.escape(host)}\.(\d+)\.[0-9a-f]{{8}}\.tmp")
+    out = []
+    with contextlib.suppress(OSError):
+        for entry in os.scandir(folder):
+            match = pattern.fullmatch(entry.name)
+            if match is None or int(match.group(1)) == os.getpid():
+                continue
+            try:
+                os.kill(int(match.group(1)), 0)
+            except ProcessLookupError:
+                out.append(entry.path)
+            except OSError:  # alive, but not ours to signal
+                continue
+    return out
+
+
+class Checkpointer:
+    """The checkpoints of one run: when to write, what, and loading on resume.
 
     Parameters
     ----------
-    minimizer : Minimizer
-        The run, fully built (its state is replaced when resuming).
     path : str
         The checkpoint file.
     every : int or None
         Write every ``every`` iterations (when the step count is a multiple of
-        it); None: only when the run stops or is interrupted.
-    resume : bool
-        Continue from ``path`` if it exists.
-
-    Attributes
-    ----------
+        it); None: only when the run stops, is interrupted, or fails.
     meta : dict
-        This run's header (:func:`identity`), written into every checkpoint.
-    resumed : bool
-        Whether the run was loaded from the file.
+        The run's identity, written into every checkpoint and compared on resume.
     writer : bool
-        Whether this process writes the file: True, except on the ranks other
-        than 0 of a data-parallel run (option ``comm``); on resume, rank 0
-        reads the file and every rank continues from its copy
-        (:func:`nadam.mpi.read_checkpoint`).
-
-    Raises
-    ------
-    ValueError
-        If the run streams its arguments (a stream's position cannot be
-        saved), or if the file is corrupt or belongs to another run: the
-        message names the file and every mismatch.
+        Whether this process writes the file (False on MPI ranks other than 0).
     """
 
-    def __init__(self, minimizer: Minimizer, path: str, every: int | None, resume: bool):
-        if minimizer._stream is not None:
-            raise ValueError(
-                "option checkpoint cannot be combined with streamed args (an iterator): the "
-                "position in a stream cannot be saved; pass arrays with batch_size instead"
-            )
-        self.path, self.every = path, every
-        self.meta = identity(minimizer)
-        comm = minimizer.options.get("comm")
-        self.writer = comm is None or comm.Get_rank() == 0
+    def __init__(self, path: str, every: int | None, meta: dict, writer: bool = True):
+        self.path, self.every, self.meta, self.writer = path, every, meta, writer
         self.resumed = False
         self._cleaned = False
-        if comm is not None:  # rank 0 reads, every rank resumes from its copy (nadam.mpi)
-            from .mpi import read_checkpoint
 
-            loaded = read_checkpoint(comm, path, resume)
-        else:
-            loaded = load(path) if resume and os.path.exists(path) else None
-        if loaded is not None:
-            state, meta = loaded
-            problems = _mismatches(meta, self.meta)
-            if problems:
-                raise ValueError(
-                    f"checkpoint {path!r} belongs to another run: {'; '.join(problems)}. "
-                    "Delete it, or set resume=False, to start afresh"
-                )
-            try:
-                minimizer.load_state_dict(state)
-            except (KeyError, TypeError, ValueError) as exc:
-                raise ValueError(
-                    f"checkpoint {path!r} does not fit this run: {exc}. "
-                    "Delete it, or set resume=False, to start afresh"
-                ) from None
-            self.resumed = True
+    def resume(self, state: Any, loaded: tuple[dict, dict] | None) -> None:
+        """Load ``loaded`` (``(state, meta)`` from :func:`load`, or None: nothing to
+        resume) into the run's ``state``.
+
+        Raises
+        ------
+        ValueError
+            If it belongs to another run or does not fit this one: the message
+            names the file and every mismatch, or the field.
+        """
+        if loaded is None:
+            return
+        saved, meta = loaded
+        problems = _mismatches(meta, self.meta)
+        if problems:
+            raise ValueError(
+                f"checkpoint {self.path!r} belongs to another run: {'; '.join(problems)}. "
+                "Delete it, or set resume=False, to start afresh"
+            )
+        try:
+            state.restore(saved)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(
+                f"checkpoint {self.path!r} does not fit this run: {exc}. "
+                "Delete it, or set resume=False, to start afresh"
+            ) from None
+        self.resumed = True
 
     def steps_to_boundary(self, nit: int, steps: int | None) -> int | None:
         """How many steps to run from ``nit``: at most ``steps`` (None: no limit),
@@ -435,7 +430,7 @@ class Checkpointer:
         """Whether a periodic checkpoint is due after ``nit`` steps."""
         return self.every is not None and nit % self.every == 0
 
-    def write(self, state: LoopState) -> None:
+    def write(self, state: Any) -> None:
         """Save ``state`` (at an iteration boundary) to the file, if this process writes.
 
         An ``OSError`` (disk full, quota exceeded...) becomes a ``RuntimeWarning``:
@@ -444,11 +439,8 @@ class Checkpointer:
         if not self.writer:
             return
         if not self._cleaned:
-            # A process killed while writing leaves its temporary file behind.
             folder, name = os.path.split(os.path.abspath(self.path))
-            for stale in glob.glob(
-                os.path.join(glob.escape(folder), f".{glob.escape(name)}.*.tmp")
-            ):
+            for stale in _stale(folder, name):
                 with contextlib.suppress(OSError):
                     os.unlink(stale)
             self._cleaned = True
@@ -463,60 +455,3 @@ class Checkpointer:
                 RuntimeWarning,
                 stacklevel=2,
             )
-
-
-# ---------------------------------------------------------------------------
-# Signals
-# ---------------------------------------------------------------------------
-
-
-class Preemption:
-    """Turn SIGTERM and SIGINT into a request to stop, inside a ``with`` block.
-
-    The handler only appends the signal number to ``pending``; the loop checks
-    that list between iterations and stops at the next boundary.  A second
-    signal while one is pending restores the previous handlers and re-sends
-    itself to them: pressing Ctrl-C twice raises ``KeyboardInterrupt`` at once,
-    a second SIGTERM terminates the process (as without nadam).  On leaving the
-    block (also by an exception) the previous handlers are restored.
-
-    Handlers are installed only in the main thread (elsewhere Python refuses
-    them; the block then catches nothing) and only for signals that are not
-    ignored (a background job started by a shell ignores SIGINT, and so do we).
-
-    Parameters
-    ----------
-    pending : list of int
-        Where caught signals are recorded.
-    """
-
-    def __init__(self, pending: list[int]):
-        self.pending = pending
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> Preemption:
-        if threading.current_thread() is not threading.main_thread():
-            return self
-        for sig in SIGNALS:
-            old = signal.getsignal(sig)
-            # None: a handler installed outside Python, which could not be restored.
-            if old is None or old == signal.SIG_IGN:
-                continue
-            self._previous[sig] = old
-            signal.signal(sig, self._catch)
-        return self
-
-    def __exit__(self, *exc_info: Any) -> None:
-        self._restore()
-
-    def _restore(self) -> None:
-        while self._previous:
-            sig, old = self._previous.popitem()
-            signal.signal(sig, old)
-
-    def _catch(self, signum: int, frame: Any) -> None:
-        if self.pending:
-            self._restore()
-            signal.raise_signal(signum)
-            return
-        self.pending.append(signum)

@@ -1,83 +1,26 @@
-r"""The device side of :func:`nadam.minimize` with ``options={"device": "cuda"}``.
+"""The device side of an optimizer bound to a CUDA array: state, steps, checks.
 
-The iterate lives in CUDA device memory for the whole run: ``x0`` is copied to
-the device once (in x0's dtype, float64 unless x0 is float32), ``fun`` receives
-the device iterate and returns a device gradient, the optimizer updates the
-iterate in place with its CUDA kernel, and only the result comes back to the
-host.  :class:`DeviceRun` gives :class:`nadam.minimize.Minimizer` the pieces
-its loop needs, with the same signatures as the CPU helpers, so the loop binds
-them once and runs unchanged:
-
-* ``track``: the stopping rules.  The gradient norm (gtol) and the finiteness
-  check come from one device reduction (:class:`nadam.kernels.cuda.InfNorm`)
-  whose single float64 is the only thing read back per step, a sync the loop
-  needs anyway to decide whether to stop; the rest is
-  :func:`nadam.minimize._track` itself on that scalar, so the two devices cannot
-  drift apart.  With ``return_best`` the best iterate and gradient are copied
-  device to device.
-* ``project``: the clip onto the bounds, a device kernel.
-
-What a device run refuses, and why:
-
-* finite differences: each of the n + 1 (or 2n + 1) evaluations per step would
-  perturb one element of the device iterate (a host-to-device copy each) and read
-  back a scalar, a round trip per element of x: give ``jac=True`` or a ``jac``
-  callable that computes the gradient on the device;
-* ``batch_size``: drawing rows of device arrays needs a gather per array per
-  step; a stream of device batches (``args`` as an iterator) does the same job
-  with the sampling under your control;
-* ``comm`` (MPI sums f and g in host buffers) and ``compiled`` (the compiled loop
-  runs on the CPU).
+:class:`DeviceArrays` wraps the parameters (any ``__cuda_array_interface__``
+object) as a flat numba device view and gives :class:`nadam.optimizers.Optimizer`
+what it needs on the device, with the same signatures as the CPU steppers of
+:mod:`nadam.kernels.cpu`: state allocation, the steppers (host coefficients,
+then one launch; two launches and a read-back of the sums for a two-pass rule),
+the finiteness check, gradient checks and copies to and from the host.  Nothing
+here copies between host and device during a step, except the scalars a step
+must bring back (a finiteness verdict, a two-pass rule's sums).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
+from ._checks import type_name
 from .kernels import cuda as ck
-from .minimize import _BEST_F, _track
+from .rules import Rule
 
-__all__ = ["DEVICES", "DeviceRun", "check_options", "to_host"]
-
-#: The values of ``options["device"]``.
-DEVICES = ("cpu", "cuda")
-
-
-def check_options(o: dict, jac: Any) -> None:
-    """Refuse what a device run cannot do, before anything touches the device.
-
-    Raises
-    ------
-    ValueError
-        For finite differences, ``batch_size``, ``comm`` or ``compiled=True``.
-    """
-    if not (jac is True or callable(jac)):
-        raise ValueError(
-            "option device='cuda' needs the gradient from your code: jac=True (fun returns "
-            "(f, g)) or a jac callable, with g a device array; finite differences "
-            f"(jac={jac!r}) would copy one element of x to the device and a value back for "
-            "every element of x, every step"
-        )
-    if o["batch_size"] is not None:
-        raise ValueError(
-            "option batch_size cannot be combined with device='cuda' (sampling rows of "
-            "device arrays would need a gather per array per step); pass args as an "
-            "iterator that yields each step's batch as device arrays instead"
-        )
-    if o["comm"] is not None:
-        raise ValueError(
-            "option comm cannot be combined with device='cuda': nadam.mpi sums f and g in "
-            "host buffers"
-        )
-    if o["compiled"] is True:
-        raise ValueError(
-            "option compiled=True cannot be combined with device='cuda': the compiled loop "
-            "runs on the CPU (device runs use the Python loop, whose per-step cost is small "
-            "next to a kernel launch)"
-        )
+__all__ = ["DeviceArrays", "FiniteCheck", "all_finite", "to_host"]
 
 
 def to_host(a: Any) -> np.ndarray:
@@ -85,120 +28,196 @@ def to_host(a: Any) -> np.ndarray:
     object), or a NumPy array (copied too, so the caller always owns the result)."""
     if isinstance(a, np.ndarray):
         return a.copy()
-    return ck._as_numba(ck.load(), a).copy_to_host()
+    return ck.as_numba(a).copy_to_host()
 
 
-def _describe(a: Any) -> str:
-    return type(a).__module__.split(".")[0] + "." + type(a).__name__
+class FiniteCheck:
+    """``check(x) -> bool``: whether the flat device array ``x`` of ``n`` elements is
+    all finite.
+
+    One read of ``x`` on the device and a 4-byte read back (which waits for the
+    kernel: the one synchronisation per checked step).  The flag is cleared
+    only after it was set, so a clean step costs no extra transfer.
+    """
+
+    def __init__(self, n: int):
+        cuda = ck.load()
+        self._launch = ck.launcher(ck.nonfinite_kernel(), n)
+        self._flag = cuda.to_device(np.zeros(1, np.int32))
+        self._host = cuda.pinned_array(1, np.int32)
+
+    def __call__(self, x) -> bool:
+        self._launch(x, self._flag)
+        self._flag.copy_to_host(self._host)
+        if self._host[0] == 0:
+            return True
+        self._flag.copy_to_device(np.zeros(1, np.int32))
+        return False
 
 
-class DeviceRun:
-    """The device arrays and per-step functions of one device :func:`nadam.minimize` run.
+def all_finite(x: Any) -> bool:
+    """True if every element of the C-contiguous device array ``x`` is finite
+    (one pass on the device, then a 4-byte read back)."""
+    x = ck.as_numba(x)
+    x = x if x.ndim == 1 else x.reshape(x.size)
+    return FiniteCheck(x.size)(x)
+
+
+class DeviceArrays:
+    """The device side of an :class:`~nadam.optimizers.Optimizer` bound to a CUDA array.
 
     Parameters
     ----------
-    x : numpy.ndarray
-        The validated (and projected) host iterate; copied to the device once.
-    box : tuple of numpy.ndarray or None
-        The flat host bounds ``(lo, hi)`` in x's dtype, or None; copied once.
-    return_best : bool
-        Whether to keep device copies of the best iterate and its gradient.
+    params : array with ``__cuda_array_interface__``
+        C-contiguous, writable float32 or float64 device array, updated in place.
+        A torch tensor that requires grad has no such interface: pass
+        ``tensor.detach()``, which shares its memory.
 
-    Attributes
-    ----------
-    x : numba device array
-        The iterate, x0's shape and x's dtype, updated in place by the run.
-    x_flat : numba device array
-        A flat view of ``x`` (same memory).
-    best : tuple
-        ``(best_x, best_g)``, device arrays of x's shape, or ``(None, None)``.
-
-    Raises
-    ------
-    ImportError, RuntimeError
-        From :func:`nadam.kernels.cuda.load`: numba-cuda is missing (``pip
-        install nadam[cuda]``) or no CUDA device was found.
+    Notes
+    -----
+    Kernels run on numba's default stream.  Arrays from other libraries are
+    wrapped with ``numba.cuda.as_cuda_array``, which waits for the stream they
+    name in their interface (CUDA Array Interface v3), on every step for a
+    foreign gradient; numba device arrays skip the wrapping and that wait.  Set
+    ``NUMBA_CUDA_ARRAY_INTERFACE_SYNC=0`` to skip it when the producer uses the
+    default stream too.
     """
 
-    def __init__(self, x: np.ndarray, box: tuple | None, return_best: bool):
+    def __init__(self, params: Any):
         cuda = ck.load()
         self._cuda = cuda
-        n = x.size
-        self.shape, self.dtype = x.shape, x.dtype
-        self.x = cuda.to_device(np.ascontiguousarray(x))
-        self.x_flat = self.x.reshape(n)
-        self.box = (None, None) if box is None else tuple(cuda.to_device(b) for b in box)
-        self.best = (
-            (cuda.device_array(x.shape, x.dtype), cuda.device_array(x.shape, x.dtype))
-            if return_best
-            else (None, None)
-        )
-        self._norm = ck.InfNorm(n, projected=box is not None)
-        self._projector = ck.projector(n) if box is not None else None
-        # _track reads the gradient norm from a one-element "gradient" (|gnorm| is
-        # gnorm, NaN stays NaN) and writes a best "iterate" into one-element scratch:
-        # the real best arrays are copied on the device when it reports a new best.
-        self._gnorm = np.zeros(1)
-        self._scratch = (np.zeros(1), np.zeros(1))
+        arr = ck.as_numba(params)
+        if arr.dtype not in (np.float32, np.float64):
+            raise TypeError(f"params must have dtype float32 or float64, got {arr.dtype}")
+        if not arr.is_c_contiguous():
+            raise TypeError(
+                "params must be a C-contiguous device array so it can be updated in place"
+            )
+        interface = getattr(params, "__cuda_array_interface__", None)
+        if interface is not None and interface["data"][1]:
+            raise TypeError("params must be writable, got a read-only device array")
+        self.shape = tuple(arr.shape)
+        self.dtype = np.dtype(arr.dtype)
+        self.size = int(arr.size)
+        #: The flat device view that the kernels update (shares memory with params).
+        self.params = arr.reshape(self.size) if arr.ndim != 1 else arr
+        self.all_finite = FiniteCheck(self.size)
 
-    def _flat(self, g: Any):
-        # A flat numba view of the gradient: no copy (checked to be C-contiguous by
-        # check_grad); numba arrays skip as_cuda_array and its stream synchronisation.
-        if getattr(g, "__cuda_ndarray__", False) is not True:
-            g = ck._as_numba(self._cuda, g)
-        return g if g.ndim == 1 else g.reshape(g.size)
+    def _prepare(self, rule: Rule, flags: tuple):
+        # The host coefficients, and for a two-pass rule the first pass, the
+        # read-back of its per-block sums (added in block order) and `finish`.
+        coefficients = rule.coefficients
+        if rule.accumulate is None:
 
-    def track(self, f: float, g: Any, x, lo, hi, best_x, best_g, tr: np.ndarray, nit: int):
-        """:func:`nadam.minimize._track` for device arrays (same arguments and result);
-        ``x``, ``lo``, ``hi``, ``best_x``, ``best_g`` are flat device arrays or None."""
-        gf = self._flat(g)
-        buf = self._gnorm
-        buf[0] = self._norm(x, gf, gf, gf) if lo is None else self._norm(x, gf, lo, hi)
-        if best_x is None:
-            return _track(f, buf, buf, None, None, None, None, tr, nit)
-        best_f = tr[_BEST_F]
-        code = _track(f, buf, buf, None, None, *self._scratch, tr, nit)
-        if tr[_BEST_F] < best_f:  # the lowest loss yet: keep x and g, on the device
-            best_x.copy_to_device(x)
-            best_g.copy_to_device(gf)
-        return code
+            def prepare(p, g, s, hp, t, aux, h):
+                coefficients(hp, t, aux, h)
 
-    def project(self, x, lo, hi) -> None:
-        """:func:`nadam.minimize._project` for flat device arrays (one launch)."""
-        self._projector(x, lo, hi)
+            return prepare
+        blocks, _ = ck.launch_config(self.size)
+        first = ck.launcher(ck.first_pass(rule, flags), self.size, (blocks, ck.THREADS))
+        partial = self._cuda.device_array((blocks, 2), np.float64)
+        finish = rule.finish
 
-    def check_grad(self, g: Any, src: str) -> None:
-        """Check the first gradient: a C-contiguous device array of x's shape and dtype.
+        def prepare(p, g, s, hp, t, aux, h):
+            coefficients(hp, t, aux, h)
+            first(p, g, s, tuple(h), partial)
+            sums = partial.copy_to_host().sum(axis=0)  # in block order
+            finish(hp, t, aux, sums, h)
 
-        Raises
-        ------
-        TypeError, ValueError
-            Naming ``src``, the gradient's source, and what is wrong.
+        return prepare
+
+    def stepper(self, rule: Rule, flags: tuple):
+        """``step(p, g, s, hp, t, aux, h) -> None``: host coefficients, then the kernel.
+
+        Same signature as :func:`nadam.kernels.cpu.stepper`; ``h`` is the host
+        coefficient buffer, passed to the kernel by value as a tuple.
         """
-        if not ck.is_device_array(g):
-            raise TypeError(
-                f"the gradient from {src} must be a CUDA device array (option device='cuda') "
-                f"of shape {self.shape} and dtype {self.dtype}, got {_describe(g)}; nadam "
-                "does not copy gradients to the device"
-            )
-        ga = ck._as_numba(self._cuda, g)
-        if tuple(ga.shape) != self.shape:
-            raise ValueError(
-                f"the gradient from {src} has shape {tuple(ga.shape)}, but x0 has shape "
-                f"{self.shape}"
-            )
-        if ga.dtype != self.dtype:
-            raise TypeError(
-                f"the gradient from {src} has dtype {ga.dtype}, but x has dtype {self.dtype}: "
-                "nadam never mixes precisions; return the gradient in x0's dtype"
-            )
-        if not ga.is_c_contiguous():
-            raise TypeError(f"the gradient from {src} must be C-contiguous on the device")
+        prepare = self._prepare(rule, flags)
+        launch = ck.launcher(ck.kernel(rule, flags), self.size)
 
-    to_host = staticmethod(to_host)
+        def step(p, g, s, hp, t, aux, h):
+            prepare(p, g, s, hp, t, aux, h)
+            launch(p, g, s, tuple(h))
+
+        return step
+
+    def checked_stepper(self, rule: Rule, flags: tuple):
+        """``step(p, g, s, hp, t, aux, h) -> bool``: as :meth:`stepper` if ``g`` is
+        all finite (returns True); otherwise touches nothing and returns False.
+        Same signature as :func:`nadam.kernels.cpu.checked_stepper`."""
+        step = self.stepper(rule, flags)
+        finite = self.all_finite
+
+        def checked_step(p, g, s, hp, t, aux, h):
+            if not finite(g):
+                return False
+            step(p, g, s, hp, t, aux, h)
+            return True
+
+        return checked_step
+
+    def guarded_stepper(self, rule: Rule, flags: tuple):
+        """``step(p, g, s, hp, t, aux, h, avg, w) -> int``: the device side of
+        :func:`nadam.kernels.cpu.guarded_stepper`.  The count it returns is 0 or 1
+        (whether any element kept its old value), read back after the launch."""
+        cuda = self._cuda
+        prepare = self._prepare(rule, flags)
+        plain, averaging = (
+            ck.launcher(ck.kernel(rule, flags, guarded=True, average=a), self.size)
+            for a in (False, True)
+        )
+        flag = cuda.to_device(np.zeros(1, np.int32))
+        host = cuda.pinned_array(1, np.int32)
+        dummy = cuda.device_array(1, self.dtype)
+        dtype = self.dtype.type
+
+        def step(p, g, s, hp, t, aux, h, avg, w):
+            prepare(p, g, s, hp, t, aux, h)
+            if avg is None:
+                plain(p, g, s, tuple(h), dummy, dtype(w), flag)
+            else:
+                averaging(p, g, s, tuple(h), avg, dtype(w), flag)
+            flag.copy_to_host(host)
+            if host[0] == 0:
+                return 0
+            flag.copy_to_device(np.zeros(1, np.int32))
+            return 1
+
+        return step
+
+    def grad(self, grad: Any):
+        """The flat device view of ``grad``, after checking it matches the parameters."""
+        if not ck.is_device_array(grad):
+            raise TypeError(
+                f"grad must be a CUDA device array like the parameters, got {type_name(grad)}; "
+                "nadam never copies between host and device inside step()"
+            )
+        g = ck.as_numba(grad)
+        if tuple(g.shape) != self.shape:
+            raise ValueError(
+                f"grad has shape {tuple(g.shape)}, but the parameters have shape {self.shape}"
+            )
+        if g.dtype != self.dtype:
+            raise TypeError(
+                f"grad has dtype {g.dtype}, but the parameters have dtype {self.dtype}; "
+                "nadam never mixes precisions: cast the gradient"
+            )
+        if g.ndim == 1:
+            return g
+        if not g.is_c_contiguous():
+            raise TypeError("grad must be C-contiguous on the device")
+        return g.reshape(self.size)
+
+    def to_device(self, host: np.ndarray):
+        """A new device array holding a copy of ``host``."""
+        return self._cuda.to_device(np.ascontiguousarray(host))
 
     @staticmethod
-    def host_callback(call: Callable) -> Callable:
-        """Wrap a loop callback ``call(x, f, g, nit)`` to receive host copies of x and g
-        (one device-to-host copy of each per iteration: a cost only callbacks pay)."""
-        return lambda x, f, g, nit: call(to_host(x), f, to_host(g), nit)
+    def to_host(dev) -> np.ndarray:
+        """A host NumPy copy of the device array ``dev`` (waits for pending work)."""
+        return dev.copy_to_host()
+
+    @staticmethod
+    def copy_in(dev, host: np.ndarray) -> None:
+        """Overwrite the device array ``dev`` with ``host`` (same shape and dtype)."""
+        dev.copy_to_device(np.ascontiguousarray(host))

@@ -14,26 +14,33 @@ array([3., 3.])
 scipy calls a custom method as ``method(fun, x0, args=args, jac=jac, hess=hess,
 hessp=hessp, bounds=bounds, constraints=constraints, callback=callback,
 **options)``, with ``tol`` (if given) among the options; ``jac=True`` reaches
-it already split by scipy into ``fun`` and a memoised ``jac``.  The options and
-the result are those of :func:`nadam.minimize`; ``hess`` and ``hessp`` are
-ignored (first-order methods), and constraints other than bounds are refused.
+it split by scipy into a memoising ``fun`` and its ``derivative``, which nadam
+joins again (scipy memoises on ``x`` alone, which a minibatch run must not).
+The options and the result are those of :func:`nadam.minimize`; ``hess`` and
+``hessp`` are ignored (first-order methods), and constraints other than bounds
+are refused.  The methods are made from the registry on first use, so a rule
+registered at run time (:func:`nadam.rules.register`) is a method too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from typing import Any
 
 from scipy.optimize import OptimizeResult
 
-from .minimize import Minimizer
+from .minimizer import Minimizer
 from .rules import RULES
 
-__all__: list[str] = []
+__all__ = sorted(RULES)
 
 
-def _method(name: str) -> Callable[..., OptimizeResult]:
-    def method(
+@cache
+def method(name: str) -> Callable[..., OptimizeResult]:
+    """The scipy custom method of the rule ``name``."""
+
+    def run(
         fun: Callable,
         x0: Any,
         args: Any = (),
@@ -55,18 +62,22 @@ def _method(name: str) -> Callable[..., OptimizeResult]:
             fun, x0, args, name, jac, bounds, tol, callback, options, _stacklevel=4
         ).run()
 
-    method.__name__ = method.__qualname__ = name
-    method.__module__ = __name__
-    method.__doc__ = (
+    run.__name__ = run.__qualname__ = name
+    run.__module__ = __name__
+    run.__doc__ = (
         f"``{name}`` as a custom method of :func:`scipy.optimize.minimize`.\n\n"
         f"``scipy.optimize.minimize(fun, x0, method=nadam.methods.{name}, options={{...}})``"
         f" runs ``nadam.minimize(fun, x0, method={name!r}, ...)``; see :mod:`nadam.methods`\n"
         "and :func:`nadam.minimize` for the options and the result.\n"
     )
-    return method
+    return run
 
 
-for _name in RULES:
-    globals()[_name] = _method(_name)
-    __all__.append(_name)
-del _name
+def __getattr__(name: str) -> Callable[..., OptimizeResult]:
+    if name in RULES:
+        return method(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *RULES])

@@ -65,32 +65,30 @@ epoch (:mod:`nadam.sampling`), with the seed of rank r derived from the run's se
 ``np.random.SeedSequence(seed, spawn_key=(r,))`` hashed to 64 bits (:func:`rank_seed`);
 with ``seed=None`` rank 0 draws the seed and shares it.  The global batch is the union of
 the ranks' batches.  The sampler's exported state is the seed and the number of batches
-drawn, the same on every rank, so the state of a run (:meth:`nadam.minimize.Minimizer.
-state_dict`, a checkpoint) is identical on all ranks: rank 0 can write it and every
-rank can read it back.
+drawn, the same on every rank, so the state of a run (:meth:`nadam.Minimizer.state_dict`,
+a checkpoint) is identical on all ranks: rank 0 can write it and every rank can read it
+back.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 
-from .checkpoint import SIGNALS, load
+from ._checks import fail
+from .loop.iteration import Parts
+from .loop.runner import SIGNALS
 from .sampling import EPOCH, POS, Minibatches, seed_key
-from .schedules import Schedule
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .minimize import Minimizer
 
 __all__ = [
     "AllreduceEvaluate",
     "ShardSampler",
-    "attach",
     "check_comm",
+    "data_parallel",
     "rank_seed",
     "read_checkpoint",
     "shard",
@@ -116,9 +114,11 @@ def check_comm(comm: Any) -> Any:
         a for a in ("Allreduce", "allgather", "Get_rank", "Get_size") if not hasattr(comm, a)
     ]
     if missing:
-        raise TypeError(
-            f"option comm must be an mpi4py communicator (e.g. mpi4py.MPI.COMM_WORLD) with "
-            f"{', '.join(missing)}; got {comm!r} of type {type(comm).__name__}"
+        fail(
+            "option comm",
+            comm,
+            f"an mpi4py communicator (e.g. mpi4py.MPI.COMM_WORLD), with {', '.join(missing)}",
+            TypeError,
         )
     try:
         inter = bool(comm.Is_inter()) if hasattr(comm, "Is_inter") else False
@@ -191,11 +191,25 @@ class ShardSampler(Minibatches):
             "batch_size": self.batch_all,
         }
 
+    def check_state(self, state: dict[str, Any]) -> None:
+        """Raise ``ValueError`` naming the field unless ``state`` is a valid
+        :meth:`state_dict` of this sampler (nothing is loaded)."""
+        mine = (self.n_rows_all, self.batch_all)
+        theirs = (state["n_rows"], state["batch_size"])
+        if theirs != mine:
+            raise ValueError(
+                f"sampler state is for n_rows, batch_size = {theirs}; this sampler has {mine}"
+            )
+        for key in ("seed", "draws"):
+            value = state[key]
+            ok = isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+            if not ok or not 0 <= value < 2**63:
+                raise ValueError(f"Invalid sampler.{key}: {value!r}; allowed: an int >= 0")
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from :meth:`state_dict` of any rank (this rank's position is recomputed)."""
+        self.check_state(state)
         seed, draws = int(state["seed"]), int(state["draws"])
-        if draws < 0 or seed < 0:
-            raise ValueError(f"sampler state has a negative seed or draws: {state!r}")
         rows = draws * self.batch_size
         # After R > 0 rows, the stream is at row R of the concatenated epochs:
         # epoch (R-1)//n with pos in 1..n (an epoch is reshuffled only at the next draw).
@@ -280,7 +294,7 @@ class AllreduceEvaluate:
     x : numpy.ndarray
         The iterate (its shape and dtype set those of the gradient).
     check : callable, optional
-        Validates the first local output, returning ``(float(f), g)``; its exceptions
+        ``check(out, nit) -> (f, g)``: validates each local output; its exceptions
         become collective like any other.
     caught, pending : list of int, optional
         The signals this rank's handlers caught, and the list the loop stops on.  A
@@ -308,7 +322,10 @@ class AllreduceEvaluate:
     ):
         from mpi4py import MPI  # a comm was given, so mpi4py is imported already
 
-        self.comm, self._evaluate, self._check = comm, evaluate, check
+        self.comm, self._evaluate = comm, evaluate
+        self._check = check if check is not None else (lambda out, nit: out)
+        #: Local evaluations so far (the iteration that messages name).
+        self.evaluations = 0
         self._in_place, self._sum = MPI.IN_PLACE, MPI.SUM
         n = x.size
         # In x's dtype (see the module's notes); counts of ranks are exact in float32 too.
@@ -328,14 +345,13 @@ class AllreduceEvaluate:
         # a flag only when raised, which keeps the Python cost of a step to ~2 µs.
         ctrl = self._ctrl
         error, self._callback_error = self._callback_error, None
+        self.evaluations += 1
         if error is None:
             try:
                 out = self._evaluate(x, *args)
-                if self._check is not None:
-                    f, g = self._check(out)
-                    self._check = None
-                else:
-                    f, g = out
+                # This rank's output, checked before it is summed (a wrong shape would
+                # raise inside the copy, on this rank only).
+                f, g = self._check(out, self.evaluations - 1)
                 np.copyto(self._gsum, g, casting="no")  # _check: g has x's dtype
                 ctrl[_F] = f
                 if self.stream is not None:
@@ -416,51 +432,26 @@ def _others_failed(what: str, count: float) -> RuntimeError:
     )
 
 
-def _describe(value: Any) -> str:
-    # Plain hyperparameters by value; a callable schedule by its name only (its repr
-    # holds a memory address, which differs between processes).
-    if isinstance(value, Schedule) or not callable(value):
-        return repr(value)
-    return f"<callable {getattr(value, '__qualname__', type(value).__name__)}>"
+def data_parallel(
+    comm: Any,
+    parts: Parts,
+    signature: tuple,
+    x: np.ndarray,
+    args: tuple,
+    batch_size: int | None,
+    seed: int | None,
+    stream: Iterator | None,
+) -> tuple[Parts, Minibatches | None]:
+    """Make a run's loop data-parallel over ``comm``: returns its wrapped parts and
+    the sampler of this rank's shard (None: every rank's batch is its whole shard).
 
-
-def _signature(m: Minimizer) -> tuple:
-    """What must be equal on every rank for the ranks to compute the same iterates."""
-    s, o = m.state, m.options
-    x = s.x
-    digest = hashlib.blake2b(x.data, digest_size=16)  # x0 after projection onto the bounds
-    if m._box is not None:
-        for b in m._box:
-            digest.update(np.ascontiguousarray(b).data)
-    hyper = s.optimizer.state_dict()["hyper"]
-    return (
-        ("x0 (shape, dtype, bytes) or bounds", x.shape, x.dtype.str, digest.hexdigest()),
-        (
-            "method and hyperparameters",
-            s.optimizer.rule.name,
-            sorted((k, _describe(v)) for k, v in hyper.items()),
-        ),
-        (
-            "stopping options",
-            tuple(
-                o[k]
-                for k in ("maxiter", "gtol", "patience", "min_delta", "smoothing", "return_best")
-            ),
-        ),
-        ("callback given", m._callback is not None),
-        ("batch_size and seed", o["batch_size"], o["seed"]),
-        ("args streamed", m._stream is not None),
-    )
-
-
-def attach(m: Minimizer, comm: Any) -> None:
-    """Make the :class:`~nadam.minimize.Minimizer` ``m`` data-parallel over ``comm``.
-
-    Called at the end of ``Minimizer.__init__`` when ``options["comm"]`` is given, on
-    every rank.  One ``allgather`` (the only set-up collective) checks that the ranks
-    agree (:func:`_signature`) and collects their shard sizes; then it installs the
-    rank's :class:`ShardSampler`, the :class:`AllreduceEvaluate` hook, the collective
-    callback and stream, and keeps the progress bar on rank 0 only.
+    Called by every rank on its own run.  One ``allgather`` (the only set-up
+    collective) checks that the ranks agree on ``signature`` (what decides the
+    iterates: x0, method, hyperparameters, stopping options, bounds, callback,
+    minibatching; pairs ``(label, value...)``) and collects their shard sizes;
+    then the evaluation becomes an :class:`AllreduceEvaluate`, the callback and a
+    stream of ``args`` become collective, and signals stop every rank at the same
+    boundary.
 
     Raises
     ------
@@ -470,19 +461,17 @@ def attach(m: Minimizer, comm: Any) -> None:
     """
     comm = check_comm(comm)
     rank = comm.Get_rank()
-    o = m.options
-    batch, seed = o["batch_size"], o["seed"]
     problem, sampler, n_rows = "", None, 0
-    if batch is not None:
+    if batch_size is not None:
         if seed is None:  # rank 0's draw is shared below: one seed for the whole run
             seed = int(np.random.SeedSequence().generate_state(1, np.uint64)[0] >> np.uint64(1))
         try:  # built here, where a failure can be shared instead of stranding the others
             seed_key(seed)  # validates seed, with its own message
-            sampler = ShardSampler(m._args, batch, seed, rank, 0, 0)
+            sampler = ShardSampler(args, batch_size, seed, rank, 0, 0)
             n_rows = sampler.n_rows
         except (TypeError, ValueError) as exc:
             problem = f"{type(exc).__name__}: {exc}"
-    mine = (_signature(m), n_rows, batch, seed, problem)
+    mine = (signature, n_rows, batch_size, seed, problem)
     everyone = comm.allgather(mine)
 
     for r, (_, _, _, _, msg) in enumerate(everyone):
@@ -499,7 +488,7 @@ def attach(m: Minimizer, comm: Any) -> None:
                     "(e.g. x0 = comm.bcast(x0, root=0))"
                 )
 
-    if batch is not None:
+    if batch_size is not None:
         if all(e[2] == e[1] for e in everyone):
             sampler = None  # every rank's batch is its whole shard: the full batch
         else:
@@ -508,55 +497,63 @@ def attach(m: Minimizer, comm: Any) -> None:
             sampler.n_rows_all = sum(e[1] for e in everyone)
             sampler.batch_all = sum(e[2] for e in everyone)
             if seed != everyone[0][3]:  # seed=None: take rank 0's
-                sampler.load_state_dict({"seed": everyone[0][3], "draws": 0})
-        m.state.sampler = sampler
+                sampler.load_state_dict(
+                    {
+                        "seed": everyone[0][3],
+                        "draws": 0,
+                        "n_rows": sampler.n_rows_all,
+                        "batch_size": sampler.batch_all,
+                    }
+                )
 
-    # The signal handlers fill their own list; the loop stops on m._pending, which the
-    # reductions fill on every rank at once (nadam.minimize.Minimizer._advance).
-    m._caught = []
+    # The signal handlers fill their own list; the loop stops on `pending`, which the
+    # reductions fill on every rank at once.
+    caught: list[int] = []
     reducer = AllreduceEvaluate(
-        comm, m.evaluate, m.state.x, check=m._check_output, caught=m._caught, pending=m._pending
+        comm, parts.evaluate, x, check=parts.check, caught=caught, pending=parts.pending
     )
-    m.evaluate = reducer
-    if m._callback is not None:  # the same on every rank (_signature): so is the end()
-        m._callback = reducer.callback(m._callback)
-        m._end = reducer.end
-    if m._stream is not None:
-        reducer.stream = m._stream = _CollectiveStream(m._stream, comm)
-    if rank != 0:
-        o["disp"] = False  # one progress bar, not one per rank
+    callback, end = parts.callback, None
+    if callback is not None:  # the same on every rank (the signature): so is the end()
+        callback, end = reducer.callback(callback), reducer.end
+    draw = parts.draw
+    if sampler is not None:
+        draw = sampler.next
+    elif stream is not None:
+        reducer.stream = collective = _CollectiveStream(stream, comm)
+
+        def draw():
+            try:
+                item = next(collective)
+            except StopIteration:
+                return None
+            return item if isinstance(item, tuple) else (item,)
+
+    wrapped = replace(parts, evaluate=reducer, draw=draw, callback=callback, caught=caught, end=end)
+    return wrapped, sampler
 
 
-def _check_path(path: str) -> None:
-    # What nadam.checkpoint.check_options checks without comm, here on rank 0 only.
-    folder = os.path.dirname(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise ValueError(f"option checkpoint must be a file path, got the directory {path!r}")
-    if not os.path.isdir(folder):
-        raise ValueError(f"option checkpoint: the directory {folder!r} of {path!r} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"option checkpoint: the directory {folder!r} of {path!r} is not writable")
-
-
-def read_checkpoint(comm: Any, path: str, resume: bool) -> tuple[dict, dict] | None:
-    """Rank 0 reads the checkpoint ``path`` (if ``resume`` and it exists); every rank gets it.
+def read_checkpoint(
+    comm: Any, path: str, resume: bool, load: Callable, check_path: Callable[[str], None]
+) -> tuple[dict, dict] | None:
+    """Rank 0 reads the checkpoint ``path`` (if ``resume`` and it exists) with ``load``;
+    every rank gets it.
 
     One read of the file per job rather than one per rank (thousands of ranks opening
     one file is a metadata storm on a parallel file system), and it works with a path
-    that only rank 0 can see.  Rank 0 also checks that the path can be written (a file
-    in an existing, writable directory).  Errors are raised on every rank alike.
+    that only rank 0 can see.  Rank 0 also checks that the path can be written
+    (``check_path``).  Errors are raised on every rank alike.
 
     Returns
     -------
     (state, meta) or None
-        As :func:`nadam.checkpoint.load`; None where there is nothing to resume.
+        As ``load``; None where there is nothing to resume.
     """
     from mpi4py.util import pkl5  # pickle-5 messages: no size limit, no extra copies
 
     loaded, error, problem = None, None, None
     if comm.Get_rank() == 0:
         try:
-            _check_path(path)  # nadam.checkpoint.check_options leaves it to rank 0
+            check_path(path)
             if resume and os.path.exists(path):
                 loaded = load(path)
         except (OSError, ValueError) as exc:

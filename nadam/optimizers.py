@@ -1,4 +1,5 @@
-r"""Optimizer classes: torch.optim's names and defaults, bound to one flat array.
+r"""Optimizer classes: the reference implementations' names and defaults, bound to
+one flat array.
 
 >>> import numpy as np, nadam
 >>> x = np.zeros(3)
@@ -12,12 +13,20 @@ Every class updates its parameters in place with one compiled call per
 effect at the next step, and is validated at once); :meth:`Optimizer.state_dict`
 returns a picklable snapshot from which :meth:`Optimizer.load_state_dict`
 continues bit for bit.
+
+The classes are made from the registry (:data:`nadam.rules.RULES`): each
+rule's constructor signature, defaults and docstring come from its
+:class:`~nadam.rules.Rule`, so they cannot drift apart.
+:func:`optimizer_class` gives the class of any rule, also one registered at
+run time.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import pickle
+import textwrap
 import warnings
 from collections.abc import Callable
 from typing import Any, Literal
@@ -25,26 +34,24 @@ from typing import Any, Literal
 import numpy as np
 
 from . import rules
-from .kernels import cpu, cuda
-from .rules import Rule
+from ._checks import check_choice, check_int, fail, type_name
+from .device import DeviceArrays
+from .kernels import cpu
+from .kernels import cuda as ck
+from .rules import RULES, Rule, get_rule
 
 __all__ = [
-    "Optimizer",
-    "SGD",
-    "RMSprop",
-    "Adagrad",
-    "Adadelta",
-    "Adam",
-    "AdamW",
-    "Adamax",
-    "NAdam",
-    "RAdam",
     "NonFiniteGradientError",
+    "Optimizer",
+    "check_params",
+    "checked_gradient",
+    "checked_state",
+    "export_state",
+    "optimizer_class",
 ]
 
-LR = float | Callable[[int], float]
 NonFinite = Literal["raise", "skip", "ignore"]
-_NONFINITE = ("raise", "skip", "ignore")
+NONFINITE = ("raise", "skip", "ignore")
 
 
 class NonFiniteGradientError(FloatingPointError, ValueError):
@@ -54,13 +61,28 @@ class NonFiniteGradientError(FloatingPointError, ValueError):
     """
 
 
+def checked_gradient(params: np.ndarray, grad: Any) -> np.ndarray:
+    """The flat view of ``grad``, after checking it matches the host ``params``."""
+    if not isinstance(grad, np.ndarray):
+        raise TypeError(
+            f"grad must be a NumPy array of dtype {params.dtype}, got {type_name(grad)}"
+        )
+    if grad.shape != params.shape:
+        raise ValueError(
+            f"grad has shape {grad.shape}, but the parameters have shape {params.shape}"
+        )
+    if grad.dtype != params.dtype:
+        raise TypeError(
+            f"grad has dtype {grad.dtype}, but the parameters have dtype {params.dtype}; "
+            "nadam never mixes precisions: cast the gradient"
+        )
+    return grad.reshape(-1)
+
+
 def check_params(params: Any) -> np.ndarray:
     """Return ``params`` if nadam can update it in place, else raise ``TypeError``."""
     if not isinstance(params, np.ndarray):
-        raise TypeError(
-            f"params must be a NumPy array of float32 or float64 (updated in place), "
-            f"got {type(params).__name__}"
-        )
+        fail("params", params, "a NumPy array of float32 or float64 (updated in place)", TypeError)
     if params.dtype not in (np.float32, np.float64):
         raise TypeError(f"params must have dtype float32 or float64, got {params.dtype}")
     if not params.flags.c_contiguous:
@@ -99,41 +121,48 @@ class Optimizer:
     ----------
     t : int
         Number of steps taken.
+
+    Notes
+    -----
+    A copy (:func:`copy.deepcopy`, a pickle round trip) owns a copy of the
+    parameters and updates that; an optimizer of a CUDA array cannot be copied
+    (save its :meth:`state_dict` instead).
     """
 
     rule: Rule
 
-    def __init__(self, params: np.ndarray, *, nonfinite: NonFinite = "raise", **hyper: Any):
-        # CUDA arrays get a Device (nadam.kernels.cuda), which keeps the state on
-        # the device; everything else must be a NumPy array, as before.
-        device = cuda.Device(params) if cuda.is_device_array(params) else None
-        self._device = device
-        self._p = params if device else check_params(params)
-        self._flat = device.params if device else params.reshape(-1)
-        self.nonfinite = nonfinite
+    def __init__(self, params: Any, *, nonfinite: NonFinite = "raise", **hyper: Any):
         rule = self.rule
         values = {**rule.defaults, **rule.validate(hyper)}
+        # CUDA arrays get their DeviceArrays (nadam.device), which keeps the state on
+        # the device; everything else must be a NumPy array.
+        device = DeviceArrays(params) if ck.is_device_array(params) else None
+        self._device = device
+        self._p = params if device else check_params(params)
+        self.nonfinite = nonfinite
         self._values = values
         self._hp = np.zeros(rule.n_hyper)
         rule.pack(values, self._hp)
-        self._opts = rule.options(values)
-        self._slots = rule.slots(self._opts)
-        dtype = self._flat.dtype
-        state = rule.initial_state(values, self._opts, self._flat.size, dtype)
+        self._flags = rule.flags(values)
+        self._slots = rule.slots(self._flags)
         self._aux = np.array(rule.aux_init, dtype=np.float64)
-        self._h = np.zeros(rule.n_coefficients, dtype=dtype)
         self.t = 0
+        self._bind()
         if device:
+            state = rule.initial_state(values, self._flags, device.size, device.dtype)
             self._state = device.to_device(state)
-            self._step = device.stepper(rule, self._opts)
-            self._checked_step = device.checked_stepper(rule, self._opts)
         else:
-            self._state = state
-            parallel = cpu.choose_parallel(self._flat.size)
-            self._step = cpu.stepper(rule, self._opts, parallel)
-            # The finiteness check and the step in one compiled call: one
-            # dispatch less on the small arrays where dispatch is the cost.
-            self._checked_step = cpu.checked_stepper(rule, self._opts, parallel)
+            self._state = rule.initial_state(values, self._flags, self._flat.size, params.dtype)
+
+    def _bind(self) -> None:
+        # Everything derived from the parameters and the hyperparameters: the flat
+        # view, the coefficient buffer and the compiled steppers (made lazily).
+        device = self._device
+        self._flat = device.params if device else self._p.reshape(-1)
+        self._h = np.zeros(self.rule.n_coefficients, dtype=self._flat.dtype)
+        self._parallel = False if device else cpu.choose_parallel(self._flat.size)
+        self._shared = cpu.shared_mode(self._hp)
+        self._steppers: dict[str, Callable] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Each public hyperparameter becomes a validated attribute: ``opt.lr = 0.01``
@@ -153,14 +182,77 @@ class Optimizer:
 
     def _set_hyper(self, name: str, value: Any) -> None:
         new = {**self._values, **self.rule.validate({name: value}, base=self._values)}
-        if self.rule.options(new) != self._opts:
+        if self.rule.flags(new) != self._flags:
             raise ValueError(
                 f"changing {name} to {value!r} would change the state layout "
-                f"({', '.join(self.rule.option_names)}); create a new optimizer instead"
+                f"({', '.join(self.rule.flag_names)}); create a new optimizer instead"
             )
         self.rule.pack(new, self._hp)
         self._values = new
+        shared = cpu.shared_mode(self._hp)
+        if shared != self._shared:  # another loop of the kernel: compiled when used
+            self._shared = shared
+            self._steppers.clear()
 
+    # -- the compiled steps ---------------------------------------------------------
+    def stepper(self, kind: str = "plain") -> Callable:
+        """The compiled step of this optimizer's variant (rule, flags, threads,
+        shared options), on its own arrays or any others of the same layout.
+
+        ``"plain"``: ``step(p, g, s, hp, t, aux, h) -> None``; ``"checked"``: the
+        same returning False (and touching nothing) for a non-finite ``g``;
+        ``"guarded"``: ``step(p, g, s, hp, t, aux, h, avg, w) -> int``, the step
+        of :func:`nadam.minimize`'s loops (:func:`nadam.kernels.cpu.guarded_stepper`).
+        """
+        step = self._steppers.get(kind)
+        if step is None:
+            rule, flags, device = self.rule, self._flags, self._device
+            if device is not None:
+                make = {
+                    "plain": device.stepper,
+                    "checked": device.checked_stepper,
+                    "guarded": device.guarded_stepper,
+                }[kind]
+                step = make(rule, flags)
+            else:
+                make = {
+                    "plain": cpu.stepper,
+                    "checked": cpu.checked_stepper,
+                    "guarded": cpu.guarded_stepper,
+                }[kind]
+                step = make(rule, flags, self._parallel, self._shared)
+            self._steppers[kind] = step
+        return step
+
+    @property
+    def variant(self) -> tuple[Rule, tuple, bool, str]:
+        """``(rule, flags, parallel, shared)``: what selects this optimizer's compiled
+        code (:mod:`nadam.kernels.cpu`); the compiled loop inlines the same pieces."""
+        return self.rule, self._flags, self._parallel, self._shared
+
+    @property
+    def arrays(self) -> tuple[Any, Any, np.ndarray, np.ndarray]:
+        """``(state, hp, aux, h)``: the arrays a stepper takes besides ``p``, ``g``, ``t``
+        (the optimizer's own, updated in place by its steps)."""
+        return self._state, self._hp, self._aux, self._h
+
+    def advance(self, grad: Any, avg: Any = None, weight: float = 0.0) -> int:
+        """One step of :func:`nadam.minimize`'s loops: the guarded stepper on a flat
+        gradient that the loop has already checked (no checks here).
+
+        Returns the number of elements whose new value was not finite (they kept
+        their old value); the step counts either way.  ``avg`` (flat, or None)
+        moves towards the new iterate by ``weight``.
+        """
+        if callable(self._values["lr"]):
+            self._hp[rules.LR] = self.current_lr()
+        bad = self.stepper("guarded")(
+            self._flat, grad, self._state, self._hp, self.t + 1, self._aux, self._h, avg, weight
+        )
+        self.t += 1
+        return bad
+
+    # -- the public interface -------------------------------------------------------------
     @property
     def nonfinite(self) -> NonFinite:
         """What :meth:`step` does with a non-finite gradient: "raise", "skip" or "ignore"."""
@@ -168,19 +260,17 @@ class Optimizer:
 
     @nonfinite.setter
     def nonfinite(self, value: NonFinite) -> None:
-        if value not in _NONFINITE:
-            raise ValueError(f"nonfinite must be one of {_NONFINITE}, got {value!r}")
-        self._nonfinite = value
+        self._nonfinite = check_choice("nonfinite", value, NONFINITE)
 
     @property
-    def params(self) -> np.ndarray:
+    def params(self) -> Any:
         """The array being optimised (the one passed in, updated in place)."""
         return self._p
 
     @property
-    def state(self) -> dict[str, np.ndarray]:
-        """The state slots by torch's names, as views (not copies) of the state
-        (device arrays when the parameters are on a CUDA device)."""
+    def state(self) -> dict[str, Any]:
+        """The state slots by the reference's names, as views (not copies) of the
+        state (device arrays when the parameters are on a CUDA device)."""
         return {name: self._state[k] for k, name in enumerate(self._slots)}
 
     def current_lr(self, t: int | None = None) -> float:
@@ -194,8 +284,7 @@ class Optimizer:
             raise ValueError(f"lr schedule returned {value!r} at step {t}; allowed: finite >= 0")
         return value
 
-    # -- the step ------------------------------------------------------------------
-    def step(self, grad: np.ndarray) -> None:
+    def step(self, grad: Any) -> None:
         """Apply one update from ``grad`` to the parameters, in place.
 
         Parameters
@@ -209,13 +298,13 @@ class Optimizer:
         -------
         None
         """
-        g = self._check_grad(grad)
+        g = self._device.grad(grad) if self._device else checked_gradient(self._p, grad)
         if callable(self._values["lr"]):
             self._hp[rules.LR] = self.current_lr()
         args = (self._flat, g, self._state, self._hp, self.t + 1, self._aux, self._h)
         if self._nonfinite == "ignore":
-            self._step(*args)
-        elif not self._checked_step(*args):
+            self.stepper("plain")(*args)
+        elif not self.stepper("checked")(*args):
             if self._nonfinite == "raise":
                 raise NonFiniteGradientError(
                     f"gradient holds NaN or inf at step {self.t + 1}; "
@@ -229,88 +318,70 @@ class Optimizer:
             return
         self.t += 1
 
-    def _check_grad(self, grad: Any) -> np.ndarray:
-        if self._device:
-            return self._device.grad(grad)
-        if not isinstance(grad, np.ndarray):
-            raise TypeError(
-                f"grad must be a NumPy array of dtype {self._p.dtype}, got {type(grad).__name__}"
-            )
-        if grad.shape != self._p.shape:
-            raise ValueError(
-                f"grad has shape {grad.shape}, but the parameters have shape {self._p.shape}"
-            )
-        if grad.dtype != self._p.dtype:
-            raise TypeError(
-                f"grad has dtype {grad.dtype}, but the parameters have dtype {self._p.dtype}; "
-                "nadam never mixes precisions: cast the gradient"
-            )
-        return grad.reshape(-1)
-
     # -- checkpoints -------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """A picklable snapshot: step count, hyperparameters, state arrays (host
         NumPy copies, also for parameters on a CUDA device)."""
-        state = self._device.to_host(self._state) if self._device else self._state
-        return {
-            "rule": self.rule.name,
-            "t": self.t,
-            "hyper": self._saved_hyper(),
-            "state": {name: row.copy() for name, row in zip(self._slots, state, strict=True)},
-            "aux": self._aux.copy(),
-            "dtype": self._flat.dtype.name,
-            "size": self._flat.size,
-        }
-
-    def _saved_hyper(self) -> dict[str, Any]:
-        # Fixed hyperparameters are not arguments.  An lr schedule that cannot be
-        # pickled (a lambda, a closure) is left out, as torch's LambdaLR leaves out
-        # its functions: load_state_dict then keeps the optimizer's own schedule.
-        saved = {k: self._values[k] for k in self.rule.arguments}
-        if callable(saved["lr"]):
-            try:
-                pickle.dumps(saved["lr"])
-            except (pickle.PicklingError, AttributeError, TypeError):
-                del saved["lr"]
-        return saved
+        return export_state(self)
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore a snapshot from :meth:`state_dict`; the next step continues exactly.
 
-        Hyperparameters are restored too, as in torch.  Raises ``ValueError`` if
-        the snapshot belongs to another rule, size, dtype or state layout.
+        Hyperparameters are restored too, as in torch.  Everything is checked
+        before anything changes.
+
+        Raises
+        ------
+        ValueError
+            If the snapshot belongs to another rule, size, dtype or state layout,
+            or holds a value out of range (a negative step count, a state array of
+            another shape or dtype, a non-finite host state), naming the field.
         """
-        sd = state_dict
-        try:
-            rule, size, dtype = sd["rule"], sd["size"], sd["dtype"]
-            hyper, state, aux, t = sd["hyper"], sd["state"], sd["aux"], sd["t"]
-        except (KeyError, TypeError) as exc:
-            raise ValueError(f"state_dict is not an optimizer state_dict: missing {exc}") from None
-        mine = (self.rule.name, self._flat.size, self._flat.dtype.name)
-        if (rule, size, dtype) != mine:
-            raise ValueError(
-                f"state_dict is for rule={rule!r}, size={size}, dtype={dtype}; "
-                f"this optimizer has rule={mine[0]!r}, size={mine[1]}, dtype={mine[2]}"
-            )
-        values = {**self._values, **self.rule.validate(hyper)}
-        opts = self.rule.options(values)
-        if opts != self._opts or tuple(state) != self._slots:
-            raise ValueError(
-                f"state_dict has state {tuple(state)} but this optimizer has {self._slots}; "
-                f"construct it with the same {', '.join(self.rule.option_names)}"
-            )
+        values, rows, aux, t = checked_state(self, state_dict)
         if self._device:
             host = np.empty((len(self._slots), self._flat.size), self._flat.dtype)
-            for row, name in zip(host, self._slots, strict=True):
-                row[...] = state[name]
+            for k, row in enumerate(rows):
+                host[k] = row
             self._device.copy_in(self._state, host)
         else:
-            for row, name in zip(self._state, self._slots, strict=True):
-                row[...] = state[name]
+            for k, row in enumerate(rows):
+                self._state[k] = row
         self._values = values
         self.rule.pack(values, self._hp)
         self._aux[...] = aux
-        self.t = int(t)
+        self.t = t
+        self._shared = cpu.shared_mode(self._hp)
+        self._steppers.clear()
+
+    # -- copies ------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        if self._device is not None:
+            raise TypeError(
+                f"an optimizer of a CUDA array cannot be copied or pickled; save "
+                f"{type(self).__name__}.state_dict() and load it into a new optimizer"
+            )
+        return {
+            "params": self._p,
+            "nonfinite": self._nonfinite,
+            "values": self._values,
+            "state": self._state,
+            "aux": self._aux,
+            "t": self.t,
+        }
+
+    def __setstate__(self, saved: dict[str, Any]) -> None:
+        # A copy owns its (copied) parameters: the flat view and the steppers are
+        # made again from them, never copied (a copied view would update nothing).
+        self._device = None
+        self._p = saved["params"]
+        self._nonfinite = saved["nonfinite"]
+        self._values = saved["values"]
+        self._hp = np.zeros(self.rule.n_hyper)
+        self.rule.pack(self._values, self._hp)
+        self._flags = self.rule.flags(self._values)
+        self._slots = self.rule.slots(self._flags)
+        self._state, self._aux, self.t = saved["state"], saved["aux"], saved["t"]
+        self._bind()
 
     def __repr__(self) -> str:
         hyper = ", ".join(f"{k}={self._values[k]!r}" for k in self.rule.arguments)
@@ -318,480 +389,181 @@ class Optimizer:
         return f"{type(self).__name__}(<{kind} of {self._flat.size}>, {hyper})"
 
 
-class SGD(Optimizer):
-    r"""Stochastic gradient descent with optional (Nesterov) momentum.
+def export_state(opt: Optimizer) -> dict[str, Any]:
+    """:meth:`Optimizer.state_dict`: the snapshot of ``opt``."""
+    state = opt._device.to_host(opt._state) if opt._device else opt._state
+    saved = {k: getattr(opt, k) for k in opt.rule.arguments}
+    # Fixed hyperparameters are not arguments.  An lr schedule that cannot be pickled
+    # (a lambda, a closure) is left out, as torch's LambdaLR leaves out its
+    # functions: load_state_dict then keeps the optimizer's own schedule.
+    if callable(saved["lr"]):
+        try:
+            pickle.dumps(saved["lr"])
+        except (pickle.PicklingError, AttributeError, TypeError):
+            del saved["lr"]
+    return {
+        "rule": opt.rule.name,
+        "t": opt.t,
+        "hyper": saved,
+        "state": {name: row.copy() for name, row in zip(opt._slots, state, strict=True)},
+        "aux": opt._aux.copy(),
+        "dtype": opt._flat.dtype.name,
+        "size": opt._flat.size,
+    }
 
-    .. math::
 
-        b_t &= \mu b_{t-1} + (1-\tau) g_t \quad (b_1 = g_1) \\
-        d_t &= g_t + \mu b_t \text{ if nesterov else } b_t \\
-        p_t &= p_{t-1} - \gamma d_t
-
-    Parameters
-    ----------
-    params : numpy.ndarray
-        Updated in place.
-    lr : float or callable, default 1e-3
-        Learning rate :math:`\gamma`, or a schedule ``t -> lr``.
-    momentum : float, default 0
-        :math:`\mu`; 0 disables the momentum buffer.
-    dampening : float, default 0
-        :math:`\tau`, in [0, 1].
-    weight_decay : float, default 0
-        L2 penalty: :math:`g \leftarrow g + \lambda p`.
-    nesterov : bool, default False
-        Nesterov momentum (needs momentum > 0 and dampening 0).
-    maximize : bool, default False
-        Maximise instead of minimise.
-    nonfinite : {"raise", "skip", "ignore"}
-        See :class:`Optimizer`.
-    """
-
-    rule = rules.SGD
-
-    def __init__(
-        self,
-        params: np.ndarray,
-        lr: LR = 1e-3,
-        momentum: float = 0.0,
-        dampening: float = 0.0,
-        weight_decay: float = 0.0,
-        nesterov: bool = False,
-        *,
-        maximize: bool = False,
-        nonfinite: NonFinite = "raise",
-    ):
-        super().__init__(
-            params,
-            lr=lr,
-            momentum=momentum,
-            dampening=dampening,
-            weight_decay=weight_decay,
-            nesterov=nesterov,
-            maximize=maximize,
-            nonfinite=nonfinite,
+def checked_state(opt: Optimizer, sd: Any) -> tuple[dict, list, np.ndarray, int]:
+    """``(values, state rows, aux, t)`` of the snapshot ``sd`` for ``opt``, every field
+    checked (:meth:`Optimizer.load_state_dict`)."""
+    try:
+        rule, size, dtype = sd["rule"], sd["size"], sd["dtype"]
+        hyper, state, aux, t = sd["hyper"], sd["state"], sd["aux"], sd["t"]
+    except (KeyError, TypeError) as exc:
+        raise ValueError(f"state_dict is not an optimizer state_dict: missing {exc}") from None
+    n, dt = opt._flat.size, opt._flat.dtype
+    mine = (opt.rule.name, n, dt.name)
+    if (rule, size, dtype) != mine:
+        raise ValueError(
+            f"state_dict is for rule={rule!r}, size={size}, dtype={dtype}; "
+            f"this optimizer has rule={mine[0]!r}, size={mine[1]}, dtype={mine[2]}"
         )
-
-
-class RMSprop(Optimizer):
-    r"""RMSprop (Hinton), optionally centered and with momentum; no bias correction.
-
-    .. math::
-
-        v_t &= \alpha v_{t-1} + (1-\alpha) g_t^2 \\
-        \bar g_t &= \alpha \bar g_{t-1} + (1-\alpha) g_t, \quad
-            \tilde v_t = v_t - \bar g_t^2 \text{ (centered) else } v_t \\
-        b_t &= \mu b_{t-1} + g_t / (\sqrt{\tilde v_t} + \epsilon), \quad
-            p_t = p_{t-1} - \gamma b_t \\
-        &\text{(without momentum: } p_t = p_{t-1} - \gamma g_t / (\sqrt{\tilde v_t} + \epsilon))
-
-    Note that eps is added *outside* the root, as in torch (optax puts it inside).
-
-    Parameters
-    ----------
-    params : numpy.ndarray
-        Updated in place.
-    lr : float or callable, default 1e-2
-    alpha : float, default 0.99
-        Smoothing constant, in [0, 1].
-    eps : float, default 1e-8
-    weight_decay : float, default 0
-    momentum : float, default 0
-    centered : bool, default False
-    maximize : bool, default False
-    nonfinite : {"raise", "skip", "ignore"}
-    """
-
-    rule = rules.RMSPROP
-
-    def __init__(
-        self,
-        params: np.ndarray,
-        lr: LR = 1e-2,
-        alpha: float = 0.99,
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        momentum: float = 0.0,
-        centered: bool = False,
-        *,
-        maximize: bool = False,
-        nonfinite: NonFinite = "raise",
-    ):
-        super().__init__(
-            params,
-            lr=lr,
-            alpha=alpha,
-            eps=eps,
-            weight_decay=weight_decay,
-            momentum=momentum,
-            centered=centered,
-            maximize=maximize,
-            nonfinite=nonfinite,
+    values = {**opt._values, **opt.rule.validate(hyper)}
+    flags = opt.rule.flags(values)
+    if flags != opt._flags or not isinstance(state, dict) or tuple(state) != opt._slots:
+        shown = tuple(state) if isinstance(state, dict) else state
+        raise ValueError(
+            f"state_dict has state {shown} but this optimizer has {opt._slots}; "
+            f"construct it with the same {', '.join(opt.rule.flag_names)}"
         )
+    t = check_int("state_dict['t']", t, 0)
+    rows = []
+    for name, row in state.items():
+        if not (isinstance(row, np.ndarray) and row.shape == (n,) and row.dtype == dt):
+            shown = f"{type_name(row)} of shape {np.shape(row)}"
+            if isinstance(row, np.ndarray):
+                shown += f" and dtype {row.dtype}"
+            raise ValueError(
+                f"Invalid state_dict['state'][{name!r}]: {shown}; allowed: a NumPy array of "
+                f"shape ({n},) and dtype {dt}"
+            )
+        rows.append(row)
+    aux = np.asarray(aux)
+    if aux.shape != opt._aux.shape or aux.dtype != np.float64 or not np.all(np.isfinite(aux)):
+        fail("state_dict['aux']", aux, f"finite float64 values of shape {opt._aux.shape}")
+    return values, rows, aux, t
 
 
-class Adagrad(Optimizer):
-    r"""Adagrad (Duchi et al., 2011).
+# ---------------------------------------------------------------------------
+# The classes, made from the registry
+# ---------------------------------------------------------------------------
 
-    .. math::
 
-        \gamma_t &= \gamma / (1 + (t-1)\,\eta) \\
-        s_t &= s_{t-1} + g_t^2, \quad s_0 = \text{initial\_accumulator\_value} \\
-        p_t &= p_{t-1} - \gamma_t\, g_t / (\sqrt{s_t} + \epsilon)
+def _default_text(value: Any) -> str:
+    return repr(value) if not isinstance(value, float) else f"{value:g}"
 
-    Parameters
-    ----------
-    params : numpy.ndarray
-        Updated in place.
-    lr : float or callable, default 1e-2
-    lr_decay : float, default 0
-        :math:`\eta`.
-    weight_decay : float, default 0
-    initial_accumulator_value : float, default 0
-    eps : float, default 1e-10
-    maximize : bool, default False
-    nonfinite : {"raise", "skip", "ignore"}
-    """
 
-    rule = rules.ADAGRAD
+def _docstring(rule: Rule) -> str:
+    """The class docstring: summary, the update as math, notes, parameters."""
+    math_block = textwrap.indent(rule.math, "    ")
+    lines = [rule.summary, "", ".. math::", "", math_block, ""]
+    if rule.notes:
+        lines += [textwrap.fill(rule.notes, 88), ""]
+    lines += [
+        f"Equals ``{rule.reference}`` (its single-tensor implementation) step for step.",
+        "",
+    ]
+    lines += [
+        "Parameters",
+        "----------",
+        "params : numpy.ndarray or CUDA array",
+        "    Updated in place (see :class:`Optimizer`).",
+    ]
+    specs = {spec.name: spec for spec in rule.hyper}
+    for name in rule.signature:
+        if name == "*":
+            continue
+        spec = specs[name]
+        kind = spec.annotation.replace(" | Callable[[int], float]", " or callable")
+        lines.append(f"{name} : {kind}, default {_default_text(spec.default)}")
+        if spec.doc:
+            lines.append(textwrap.indent(textwrap.fill(spec.doc, 84), "    "))
+    lines += [
+        'nonfinite : {"raise", "skip", "ignore"}, default "raise"',
+        "    See :class:`Optimizer`.",
+    ]
+    return "\n".join(lines)
 
-    def __init__(
-        self,
-        params: np.ndarray,
-        lr: LR = 1e-2,
-        lr_decay: float = 0.0,
-        weight_decay: float = 0.0,
-        initial_accumulator_value: float = 0.0,
-        eps: float = 1e-10,
-        *,
-        maximize: bool = False,
-        nonfinite: NonFinite = "raise",
-    ):
-        super().__init__(
-            params,
-            lr=lr,
-            lr_decay=lr_decay,
-            weight_decay=weight_decay,
-            initial_accumulator_value=initial_accumulator_value,
-            eps=eps,
-            maximize=maximize,
-            nonfinite=nonfinite,
+
+def _signature(rule: Rule) -> inspect.Signature:
+    kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+    specs = {spec.name: spec for spec in rule.hyper}
+    params = [inspect.Parameter("params", kind, annotation="np.ndarray")]
+    for name in rule.signature:
+        if name == "*":
+            kind = inspect.Parameter.KEYWORD_ONLY
+            continue
+        spec = specs[name]
+        params.append(
+            inspect.Parameter(name, kind, default=spec.default, annotation=spec.annotation)
         )
-
-
-class Adadelta(Optimizer):
-    r"""Adadelta (Zeiler, 2012).
-
-    .. math::
-
-        v_t &= \rho v_{t-1} + (1-\rho) g_t^2 \\
-        \Delta_t &= \sqrt{u_{t-1} + \epsilon} / \sqrt{v_t + \epsilon}\; g_t \\
-        u_t &= \rho u_{t-1} + (1-\rho) \Delta_t^2 \\
-        p_t &= p_{t-1} - \gamma \Delta_t
-
-    Parameters
-    ----------
-    params : numpy.ndarray
-        Updated in place.
-    lr : float or callable, default 1.0
-    rho : float, default 0.9
-        In [0, 1].
-    eps : float, default 1e-6
-    weight_decay : float, default 0
-    maximize : bool, default False
-    nonfinite : {"raise", "skip", "ignore"}
-    """
-
-    rule = rules.ADADELTA
-
-    def __init__(
-        self,
-        params: np.ndarray,
-        lr: LR = 1.0,
-        rho: float = 0.9,
-        eps: float = 1e-6,
-        weight_decay: float = 0.0,
-        *,
-        maximize: bool = False,
-        nonfinite: NonFinite = "raise",
-    ):
-        super().__init__(
-            params,
-            lr=lr,
-            rho=rho,
-            eps=eps,
-            weight_decay=weight_decay,
-            maximize=maximize,
-            nonfinite=nonfinite,
+    params.append(
+        inspect.Parameter(
+            "nonfinite", inspect.Parameter.KEYWORD_ONLY, default="raise", annotation="NonFinite"
         )
-
-
-_ADAM_MATH = r"""
-    .. math::
-
-        m_t &= \beta_1 m_{t-1} + (1-\beta_1) g_t \\
-        v_t &= \beta_2 v_{t-1} + (1-\beta_2) g_t^2
-            \quad (\text{amsgrad: } v_t \leftarrow \max(v^{\max}_{t-1}, v_t)) \\
-        p_t &= p_{t-1} - \frac{\gamma}{1-\beta_1^t}\,
-            \frac{m_t}{\sqrt{v_t}/\sqrt{1-\beta_2^t} + \epsilon}
-
-    eps is added after the bias-corrected root, as in torch and the paper
-    (Kingma & Ba, 2015); scikit-learn's "efficient version" folds the bias
-    correction into the step size instead, which leaves eps uncorrected.
-"""
-
-
-class Adam(Optimizer):
-    __doc__ = (
-        r"""Adam (Kingma & Ba, 2015), optionally AMSGrad.
-"""
-        + _ADAM_MATH
-        + r"""
-    Parameters
-    ----------
-    params : numpy.ndarray
-        Updated in place.
-    lr : float or callable, default 1e-3
-    betas : (float, float), default (0.9, 0.999)
-        Each in [0, 1).
-    eps : float, default 1e-8
-    weight_decay : float, default 0
-        L2 penalty added to the gradient, or, with ``decoupled_weight_decay``,
-        :math:`p \leftarrow (1 - \gamma\lambda) p` before the update (AdamW).
-    amsgrad : bool, default False
-    maximize : bool, default False
-    decoupled_weight_decay : bool, default False
-    nonfinite : {"raise", "skip", "ignore"}
-    """
     )
-
-    rule = rules.ADAM
-
-    def __init__(
-        self,
-        params: np.ndarray,
-        lr: LR = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        amsgrad: bool = False,
-        *,
-        maximize: bool = False,
-        decoupled_weight_decay: bool = False,
-        nonfinite: NonFinite = "raise",
-    ):
-        super().__init__(
-            params,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            amsgrad=amsgrad,
-            maximize=maximize,
-            decoupled_weight_decay=decoupled_weight_decay,
-            nonfinite=nonfinite,
-        )
+    return inspect.Signature(params)
 
 
-class AdamW(Optimizer):
-    __doc__ = (
-        r"""AdamW (Loshchilov & Hutter, 2019): Adam with decoupled weight decay,
-    :math:`p \leftarrow (1 - \gamma\lambda) p` before the Adam update.
-"""
-        + _ADAM_MATH
-        + r"""
-    Parameters
-    ----------
-    params : numpy.ndarray
-        Updated in place.
-    lr : float or callable, default 1e-3
-    betas : (float, float), default (0.9, 0.999)
-    eps : float, default 1e-8
-    weight_decay : float, default 1e-2
-    amsgrad : bool, default False
-    maximize : bool, default False
-    nonfinite : {"raise", "skip", "ignore"}
-    """
+def _init(signature: inspect.Signature) -> Callable[..., None]:
+    """The ``__init__`` of a class with this signature: the arguments bound by it (the
+    reference's order and keyword-only names), then the base class's."""
+
+    def __init__(self: Optimizer, params: Any, *args: Any, **kwargs: Any) -> None:
+        hyper = dict(signature.bind(params, *args, **kwargs).arguments)
+        del hyper["params"]
+        Optimizer.__init__(self, params, nonfinite=hyper.pop("nonfinite", "raise"), **hyper)
+
+    self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    __init__.__signature__ = signature.replace(
+        parameters=[self_param, *signature.parameters.values()]
     )
-
-    rule = rules.ADAMW
-
-    def __init__(
-        self,
-        params: np.ndarray,
-        lr: LR = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 1e-2,
-        amsgrad: bool = False,
-        *,
-        maximize: bool = False,
-        nonfinite: NonFinite = "raise",
-    ):
-        super().__init__(
-            params,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            amsgrad=amsgrad,
-            maximize=maximize,
-            nonfinite=nonfinite,
-        )
+    return __init__
 
 
-class Adamax(Optimizer):
-    r"""Adamax: Adam with the infinity norm (Kingma & Ba, 2015, section 7).
-
-    .. math::
-
-        m_t &= \beta_1 m_{t-1} + (1-\beta_1) g_t \\
-        u_t &= \max(\beta_2 u_{t-1}, |g_t| + \epsilon) \\
-        p_t &= p_{t-1} - \frac{\gamma}{1-\beta_1^t} \frac{m_t}{u_t}
-
-    Parameters
-    ----------
-    params : numpy.ndarray
-        Updated in place.
-    lr : float or callable, default 2e-3
-    betas : (float, float), default (0.9, 0.999)
-    eps : float, default 1e-8
-    weight_decay : float, default 0
-    maximize : bool, default False
-    nonfinite : {"raise", "skip", "ignore"}
-    """
-
-    rule = rules.ADAMAX
-
-    def __init__(
-        self,
-        params: np.ndarray,
-        lr: LR = 2e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        *,
-        maximize: bool = False,
-        nonfinite: NonFinite = "raise",
-    ):
-        super().__init__(
-            params,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            maximize=maximize,
-            nonfinite=nonfinite,
-        )
+_CLASSES: dict[str, type[Optimizer]] = {}
 
 
-class NAdam(Optimizer):
-    r"""NAdam: Adam with Nesterov momentum (Dozat, 2016), with momentum decay.
-
-    .. math::
-
-        \mu_t &= \beta_1 (1 - \tfrac12 0.96^{t\psi}), \quad \Pi_t = \prod_{i\le t} \mu_i \\
-        m_t, v_t &\text{ as Adam}, \quad d_t = \sqrt{v_t / (1-\beta_2^t)} + \epsilon \\
-        p_t &= p_{t-1} - \gamma \frac{1-\mu_t}{1-\Pi_t} \frac{g_t}{d_t}
-              - \gamma \frac{\mu_{t+1}}{1-\Pi_t\mu_{t+1}} \frac{m_t}{d_t}
-
-    Parameters
-    ----------
-    params : numpy.ndarray
-        Updated in place.
-    lr : float or callable, default 2e-3
-    betas : (float, float), default (0.9, 0.999)
-    eps : float, default 1e-8
-    weight_decay : float, default 0
-    momentum_decay : float, default 4e-3
-        :math:`\psi`.
-    decoupled_weight_decay : bool, default False
-    maximize : bool, default False
-    nonfinite : {"raise", "skip", "ignore"}
-    """
-
-    rule = rules.NADAM
-
-    def __init__(
-        self,
-        params: np.ndarray,
-        lr: LR = 2e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        momentum_decay: float = 4e-3,
-        decoupled_weight_decay: bool = False,
-        *,
-        maximize: bool = False,
-        nonfinite: NonFinite = "raise",
-    ):
-        super().__init__(
-            params,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            momentum_decay=momentum_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            nonfinite=nonfinite,
-        )
+def optimizer_class(rule: Rule | str) -> type[Optimizer]:
+    """The optimizer class of a rule (a :class:`~nadam.rules.Rule` or its name),
+    made from the rule on first use: its signature, defaults and docstring are the
+    rule's."""
+    if isinstance(rule, str):
+        rule = get_rule(rule)
+    cls = _CLASSES.get(rule.name)
+    if cls is None or cls.rule is not rule:
+        signature = _signature(rule)
+        namespace = {
+            "rule": rule,
+            "__init__": _init(signature),
+            "__doc__": _docstring(rule),
+            "__signature__": signature,
+            "__module__": __name__,
+            "__qualname__": rule.class_name,
+        }
+        cls = type(rule.class_name, (Optimizer,), namespace)
+        _CLASSES[rule.name] = cls
+    return cls
 
 
-class RAdam(Optimizer):
-    r"""RAdam: rectified Adam (Liu et al., 2020).
-
-    .. math::
-
-        \rho_\infty &= 2/(1-\beta_2) - 1, \quad
-            \rho_t = \rho_\infty - 2t\beta_2^t/(1-\beta_2^t) \\
-        r_t &= \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}
-                         {(\rho_\infty-4)(\rho_\infty-2)\rho_t}} \\
-        p_t &= p_{t-1} - \frac{\gamma}{1-\beta_1^t} m_t \cdot
-            \begin{cases} r_t \sqrt{1-\beta_2^t} / (\sqrt{v_t} + \epsilon) & \rho_t > 5 \\
-            1 & \text{otherwise} \end{cases}
-
-    Parameters
-    ----------
-    params : numpy.ndarray
-        Updated in place.
-    lr : float or callable, default 1e-3
-    betas : (float, float), default (0.9, 0.999)
-    eps : float, default 1e-8
-    weight_decay : float, default 0
-    decoupled_weight_decay : bool, default False
-    maximize : bool, default False
-    nonfinite : {"raise", "skip", "ignore"}
-    """
-
-    rule = rules.RADAM
-
-    def __init__(
-        self,
-        params: np.ndarray,
-        lr: LR = 1e-3,
-        betas: tuple[float, float] = (0.9, 0.999),
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        decoupled_weight_decay: bool = False,
-        *,
-        maximize: bool = False,
-        nonfinite: NonFinite = "raise",
-    ):
-        super().__init__(
-            params,
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            maximize=maximize,
-            nonfinite=nonfinite,
-        )
+def __getattr__(name: str) -> type[Optimizer]:
+    # The class of a rule registered at run time, by its class name (and for pickle).
+    for rule in RULES.values():
+        if rule.class_name == name:
+            return optimizer_class(rule)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-#: Optimizer class by rule name.
-OPTIMIZERS: dict[str, type[Optimizer]] = {
-    cls.rule.name: cls
-    for cls in (SGD, RMSprop, Adagrad, Adadelta, Adam, AdamW, Adamax, NAdam, RAdam)
-}
+for _rule in list(RULES.values()):
+    globals()[_rule.class_name] = optimizer_class(_rule)
+    __all__.append(_rule.class_name)
+del _rule

@@ -1,28 +1,37 @@
-r"""The update rules, written once.
+r"""The update rules, written once, and the registry every other layer derives from.
 
-Every algorithm is described by one :class:`Rule`:
+Every algorithm is one :class:`Rule`:
 
-``update(p, g, s, h, i, opts)``
-    A plain Python function that updates element ``i`` of the parameters ``p`` in
-    place from the gradient ``g``, the state ``s`` (a ``(k, n)`` array, one row per
-    state slot) and the per-step coefficients ``h``.  ``opts`` is a tuple of
-    compile-time flags (``amsgrad``, ``centered``, ...): the kernel factories in
-    :mod:`nadam.kernels` bake it in as a constant, so each variant compiles to its
-    own branch-free loop.  The same function is compiled for the serial CPU loop,
-    the ``prange`` loop and the CUDA grid-stride loop.  It contains no numeric
-    literals: every constant comes from ``h``, which has the parameters' dtype, so
-    float32 parameters get float32 arithmetic.
+``update(p, g, s, h, i, flags) -> float``
+    A plain Python function of one element: it updates element ``i`` of the
+    state ``s`` (a ``(k, n)`` array, one row per state slot) in place from the
+    gradient ``g``, the parameters ``p`` and this step's coefficients ``h``, and
+    returns the new value of ``p[i]`` (the kernel writes it).  ``flags`` is a
+    tuple of compile-time switches (``amsgrad``, ``centered``, ...): the kernel
+    factories of :mod:`nadam.kernels` bake it in as a constant, so each variant
+    compiles to its own branch-free loop.  The same function is compiled for the
+    serial CPU loop, the ``prange`` loop and the CUDA grid-stride loop.  It holds
+    no numeric literals: every constant comes from ``h``, which has the
+    parameters' dtype, so float32 parameters get float32 arithmetic.
 
 ``coefficients(hp, t, aux, h)``
-    Host-side, once per step: turns the float64 hyperparameter vector ``hp`` and the
-    step count ``t`` (1 on the first step) into ``h``.  Bias corrections and every
-    other scalar that depends only on ``t`` live here, never in the element loop.
-    ``aux`` is float64 host state carried between steps (NAdam's momentum product).
-    It is ``@njit``-compiled so compiled loops (and users' own ``@njit`` code) can
-    call it.
+    Host side, once per step: turns the float64 hyperparameter vector ``hp`` and
+    the step count ``t`` (1 on the first step) into ``h``.  Bias corrections and
+    every other scalar that depends only on ``t`` live here, never in the element
+    loop.  ``aux`` is float64 host state carried between steps (NAdam's momentum
+    product, Prodigy's step size).  ``@njit``-compiled, so that compiled loops
+    (and users' own ``@njit`` code) can call it.
 
-All rules share the first three coefficients, which implement the options common
-to every algorithm:
+A rule whose step needs a sum over all elements before it can update any of
+them (Prodigy's step size is a ratio of two such sums) has two passes:
+``accumulate(p, g, s, h, i, flags) -> (a, b)`` updates the state of element
+``i`` and returns its contributions to two sums; the kernels add them up (in a
+fixed order, so that every thread count gives the same bits), ``finish(hp, t,
+aux, sums, h)`` turns the sums into the coefficients of the second pass, and
+``update`` then writes the parameters.
+
+All rules share the first three coefficients, which implement the options
+common to every algorithm:
 
 * ``h[0] = -1`` if ``maximize`` else ``1`` (the gradient's sign),
 * ``h[1] = λ`` for L2 weight decay (``g ← g + λ·p``), 0 when decoupled,
@@ -30,22 +39,37 @@ to every algorithm:
 
 With ``λ = 0`` these are exact identities, so the options cost no branches.
 
-Names, defaults, validation and formulas follow ``torch.optim``'s single-tensor
-implementation.
+The registry :data:`RULES` maps each method name to its rule.  The optimizer
+classes, :mod:`nadam.methods`, the kernels' namespace, the CUDA kernels, the
+tests' tables, the benchmarks and the docs' tables are all made from it;
+:func:`register` adds a rule at run time (``docs/architecture.md`` says how to
+write one).
 """
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
 
 import numpy as np
 from numba import njit
 
-__all__ = ["Hyper", "Rule", "RULES", "get_rule"]
+from ._checks import check_bool, check_int, check_real, fail
+from ._specialise import source_digest
+
+__all__ = [
+    "Hyper",
+    "RULES",
+    "Rule",
+    "common_coefficients",
+    "get_rule",
+    "register",
+    "shared_hyperparameters",
+    "unregister",
+]
 
 
 # ---------------------------------------------------------------------------
@@ -53,85 +77,112 @@ __all__ = ["Hyper", "Rule", "RULES", "get_rule"]
 # ---------------------------------------------------------------------------
 
 
-def _is_real(value: object) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
-        value, (bool, np.bool_)
-    )
-
-
-def _check_real(name: str, value: object, low: float, high: float, high_open: bool) -> float:
-    if not _is_real(value):
-        raise TypeError(
-            f"{name} must be a real number, got {value!r} of type {type(value).__name__}"
-        )
-    x = float(value)
-    upper = "<" if high_open else "<="
-    ok = math.isfinite(x) and low <= x and (x < high if high_open else x <= high)
-    if not ok:
-        allowed = f"{low} <= {name}" + (f" {upper} {high}" if math.isfinite(high) else "")
-        raise ValueError(f"Invalid {name}: {value!r}; allowed: finite {allowed}")
-    return x
-
-
 @dataclass(frozen=True)
 class Hyper:
-    """One public hyperparameter: its torch name, default and allowed range.
+    """One public hyperparameter: its name, default, allowed values and meaning.
 
-    ``kind`` is ``"real"`` (a number in ``[low, high]`` or ``[low, high)`` when
-    ``high_open``), ``"betas"`` (a pair, each in ``[0, 1)``) or ``"bool"``.
-    ``lr`` may also be a schedule: any callable ``t -> float``.  A ``fixed``
-    hyperparameter is not an argument of the rule: it always has its default
-    (``decoupled_weight_decay`` of the rules for which torch has no such option).
+    ``kind`` is ``"real"`` (a number in ``[low, high]``, or ``[low, high)`` when
+    ``high_open``; infinity only with ``allow_inf``; None too with
+    ``allow_none``), ``"int"``, ``"betas"`` (a pair, each in ``[0, 1)``) or
+    ``"bool"``.  ``lr`` may also be a schedule: any callable ``t -> float``.  A
+    ``fixed`` hyperparameter is not an argument of the rule: it always has its
+    default (``decoupled_weight_decay`` of the rules for which torch has no such
+    option).  ``doc`` is its line in the class docstring.
     """
 
     name: str
-    default: object
+    default: Any
     kind: str = "real"
     low: float = 0.0
     high: float = math.inf
     high_open: bool = False
+    allow_inf: bool = False
+    allow_none: bool = False
     fixed: bool = False
+    doc: str = ""
 
     @property
     def width(self) -> int:
         """Number of float64 slots the value occupies in the packed vector."""
         return 2 if self.kind == "betas" else 1
 
-    def check(self, value: object) -> object:
+    @property
+    def annotation(self) -> str:
+        """The type hint of the argument in a class signature."""
+        if self.name == "lr":
+            return "float | Callable[[int], float]"
+        hint = {"betas": "tuple[float, float]", "bool": "bool", "int": "int"}.get(
+            self.kind, "float"
+        )
+        return hint + (" | None" if self.allow_none else "")
+
+    def check(self, value: Any) -> Any:
         """Return the validated value (floats as ``float``), or raise naming it."""
         if self.kind == "bool":
-            if not isinstance(value, (bool, np.bool_)):
-                raise TypeError(f"{self.name} must be a bool, got {value!r}")
-            return bool(value)
+            return check_bool(self.name, value)
+        if self.kind == "int":
+            return check_int(self.name, value, int(self.low))
         if self.kind == "betas":
             try:
-                b1, b2 = value  # type: ignore[misc]
+                b1, b2 = value
             except (TypeError, ValueError):
-                raise TypeError(f"betas must be a pair (beta1, beta2), got {value!r}") from None
+                fail("betas", value, "a pair (beta1, beta2)", TypeError)
             return (
-                _check_real("betas[0]", b1, 0.0, 1.0, True),
-                _check_real("betas[1]", b2, 0.0, 1.0, True),
+                check_real("betas[0]", b1, 0.0, 1.0, high_open=True),
+                check_real("betas[1]", b2, 0.0, 1.0, high_open=True),
             )
         if self.name == "lr" and callable(value):
             return value
-        return _check_real(self.name, value, self.low, self.high, self.high_open)
+        if value is None and self.allow_none:
+            return None
+        if self.allow_inf and value == math.inf and not isinstance(value, (bool, np.bool_)):
+            return math.inf
+        return check_real(
+            self.name,
+            value,
+            self.low,
+            self.high,
+            high_open=self.high_open,
+            allow_none=self.allow_none,
+        )
 
 
 # The hyperparameters every rule has, in this order, at the start of ``hp``.
 LR, WEIGHT_DECAY, MAXIMIZE, DECOUPLED = range(4)
 
+_WD_DOC = "L2 penalty :math:`\\lambda`: :math:`g \\leftarrow g + \\lambda p`."
+_MAXIMIZE = Hyper("maximize", False, "bool", doc="Maximise the objective instead.")
 
-def _common(weight_decay: float = 0.0, decoupled: bool = False, fixed: bool = True):
+
+def shared_hyperparameters(
+    weight_decay: float = 0.0, decoupled: bool = False, fixed: bool = True
+) -> tuple[Hyper, Hyper, Hyper]:
+    """The hyperparameters every rule starts with after ``lr``: ``weight_decay``,
+    ``maximize`` and ``decoupled_weight_decay`` (``fixed``: not an argument, always
+    ``decoupled``), which :func:`common_coefficients` turns into ``h[0:3]``."""
+    doc = _WD_DOC
+    if decoupled and fixed:
+        doc = (
+            "Decoupled weight decay :math:`\\lambda`: "
+            ":math:`p \\leftarrow (1 - \\gamma\\lambda) p`."
+        )
     return (
-        Hyper("weight_decay", weight_decay),
-        Hyper("maximize", False, "bool"),
-        Hyper("decoupled_weight_decay", decoupled, "bool", fixed=fixed),
+        Hyper("weight_decay", weight_decay, doc=doc),
+        _MAXIMIZE,
+        Hyper(
+            "decoupled_weight_decay",
+            decoupled,
+            "bool",
+            fixed=fixed,
+            doc="Apply weight decay as :math:`p \\leftarrow (1 - \\gamma\\lambda) p` before "
+            "the update (AdamW) instead of the L2 term.",
+        ),
     )
 
 
 @njit(cache=True)
-def _common_coefficients(hp, h):
-    # Shared options: see the module docstring for the meaning of h[0:3].
+def common_coefficients(hp, h):
+    """Fill ``h[0:3]`` from the shared hyperparameters (see the module docstring)."""
     h[0] = -1.0 if hp[MAXIMIZE] != 0.0 else 1.0
     if hp[DECOUPLED] != 0.0:
         h[1] = 0.0
@@ -158,20 +209,20 @@ RAW_GRAD = False
 RAW_PARAM = False
 
 
-def sgd_update(p, g, s, h, i, opts):
-    momentum, nesterov = opts
+def sgd_update(p, g, s, h, i, flags):
+    momentum, nesterov = flags
     d = g[i] if RAW_GRAD else h[0] * g[i] + h[1] * p[i]
     if momentum:
         # h[4], h[5] are (0, 1) on the first step so that b = g exactly, as torch.
         b = h[4] * s[0, i] + h[5] * d
         s[0, i] = b
         d = d + h[6] * b if nesterov else b
-    p[i] = (p[i] if RAW_PARAM else h[2] * p[i]) - h[3] * d
+    return (p[i] if RAW_PARAM else h[2] * p[i]) - h[3] * d
 
 
 @njit(cache=True)
 def sgd_coefficients(hp, t, aux, h):
-    _common_coefficients(hp, h)
+    common_coefficients(hp, h)
     lr, momentum, dampening = hp[0], hp[4], hp[5]
     h[3] = lr
     h[4] = momentum if t > 1 else 0.0
@@ -179,8 +230,8 @@ def sgd_coefficients(hp, t, aux, h):
     h[6] = momentum
 
 
-def rmsprop_update(p, g, s, h, i, opts):
-    centered, momentum = opts
+def rmsprop_update(p, g, s, h, i, flags):
+    centered, momentum = flags
     d = g[i] if RAW_GRAD else h[0] * g[i] + h[1] * p[i]
     v = h[3] * s[0, i] + h[4] * (d * d)
     s[0, i] = v
@@ -193,14 +244,13 @@ def rmsprop_update(p, g, s, h, i, opts):
         k = 2 if centered else 1
         b = h[6] * s[k, i] + d / a
         s[k, i] = b
-        p[i] = (p[i] if RAW_PARAM else h[2] * p[i]) - h[7] * b
-    else:
-        p[i] = (p[i] if RAW_PARAM else h[2] * p[i]) - h[7] * (d / a)
+        return (p[i] if RAW_PARAM else h[2] * p[i]) - h[7] * b
+    return (p[i] if RAW_PARAM else h[2] * p[i]) - h[7] * (d / a)
 
 
 @njit(cache=True)
 def rmsprop_coefficients(hp, t, aux, h):
-    _common_coefficients(hp, h)
+    common_coefficients(hp, h)
     lr, alpha, eps, momentum = hp[0], hp[4], hp[5], hp[6]
     h[3] = alpha
     h[4] = 1.0 - alpha
@@ -209,22 +259,22 @@ def rmsprop_coefficients(hp, t, aux, h):
     h[7] = lr
 
 
-def adagrad_update(p, g, s, h, i, opts):
+def adagrad_update(p, g, s, h, i, flags):
     d = g[i] if RAW_GRAD else h[0] * g[i] + h[1] * p[i]
     acc = s[0, i] + d * d
     s[0, i] = acc
-    p[i] = (p[i] if RAW_PARAM else h[2] * p[i]) - h[3] * (d / (math.sqrt(acc) + h[4]))
+    return (p[i] if RAW_PARAM else h[2] * p[i]) - h[3] * (d / (math.sqrt(acc) + h[4]))
 
 
 @njit(cache=True)
 def adagrad_coefficients(hp, t, aux, h):
-    _common_coefficients(hp, h)
+    common_coefficients(hp, h)
     lr, lr_decay, eps = hp[0], hp[4], hp[6]
     h[3] = lr / (1.0 + (t - 1) * lr_decay)
     h[4] = eps
 
 
-def adadelta_update(p, g, s, h, i, opts):
+def adadelta_update(p, g, s, h, i, flags):
     d = g[i] if RAW_GRAD else h[0] * g[i] + h[1] * p[i]
     v = h[3] * s[0, i] + h[4] * (d * d)
     s[0, i] = v
@@ -234,12 +284,12 @@ def adadelta_update(p, g, s, h, i, opts):
     # quotient leaves the normal range only when v + eps > 1e32 * (u + eps).)
     delta = math.sqrt((u + h[5]) / (v + h[5])) * d
     s[1, i] = h[3] * u + h[4] * (delta * delta)
-    p[i] = (p[i] if RAW_PARAM else h[2] * p[i]) - h[6] * delta
+    return (p[i] if RAW_PARAM else h[2] * p[i]) - h[6] * delta
 
 
 @njit(cache=True)
 def adadelta_coefficients(hp, t, aux, h):
-    _common_coefficients(hp, h)
+    common_coefficients(hp, h)
     lr, rho, eps = hp[0], hp[4], hp[5]
     h[3] = rho
     h[4] = 1.0 - rho
@@ -247,8 +297,8 @@ def adadelta_coefficients(hp, t, aux, h):
     h[6] = lr
 
 
-def adam_update(p, g, s, h, i, opts):
-    (amsgrad,) = opts
+def adam_update(p, g, s, h, i, flags):
+    (amsgrad,) = flags
     d = g[i] if RAW_GRAD else h[0] * g[i] + h[1] * p[i]
     m = h[3] * s[0, i] + h[4] * d
     v = h[5] * s[1, i] + h[6] * (d * d)
@@ -257,12 +307,12 @@ def adam_update(p, g, s, h, i, opts):
     if amsgrad:
         v = max(s[2, i], v)
         s[2, i] = v
-    p[i] = (p[i] if RAW_PARAM else h[2] * p[i]) - h[7] * (m / (math.sqrt(v) * h[8] + h[9]))
+    return (p[i] if RAW_PARAM else h[2] * p[i]) - h[7] * (m / (math.sqrt(v) * h[8] + h[9]))
 
 
 @njit(cache=True)
 def adam_coefficients(hp, t, aux, h):
-    _common_coefficients(hp, h)
+    common_coefficients(hp, h)
     lr, beta1, beta2, eps = hp[0], hp[4], hp[5], hp[6]
     h[3] = beta1
     h[4] = 1.0 - beta1
@@ -273,18 +323,18 @@ def adam_coefficients(hp, t, aux, h):
     h[9] = eps
 
 
-def adamax_update(p, g, s, h, i, opts):
+def adamax_update(p, g, s, h, i, flags):
     d = g[i] if RAW_GRAD else h[0] * g[i] + h[1] * p[i]
     m = h[3] * s[0, i] + h[4] * d
     u = max(h[5] * s[1, i], abs(d) + h[6])
     s[0, i] = m
     s[1, i] = u
-    p[i] = (p[i] if RAW_PARAM else h[2] * p[i]) - h[7] * (m / u)
+    return (p[i] if RAW_PARAM else h[2] * p[i]) - h[7] * (m / u)
 
 
 @njit(cache=True)
 def adamax_coefficients(hp, t, aux, h):
-    _common_coefficients(hp, h)
+    common_coefficients(hp, h)
     lr, beta1, beta2, eps = hp[0], hp[4], hp[5], hp[6]
     h[3] = beta1
     h[4] = 1.0 - beta1
@@ -293,7 +343,7 @@ def adamax_coefficients(hp, t, aux, h):
     h[7] = lr / (1.0 - beta1**t)
 
 
-def nadam_update(p, g, s, h, i, opts):
+def nadam_update(p, g, s, h, i, flags):
     d = g[i] if RAW_GRAD else h[0] * g[i] + h[1] * p[i]
     m = h[3] * s[0, i] + h[4] * d
     v = h[5] * s[1, i] + h[6] * (d * d)
@@ -301,12 +351,12 @@ def nadam_update(p, g, s, h, i, opts):
     s[1, i] = v
     den = math.sqrt(v * h[7]) + h[8]
     # Both terms share the denominator (torch divides twice): one division.
-    p[i] = (p[i] if RAW_PARAM else h[2] * p[i]) - (h[9] * d + h[10] * m) / den
+    return (p[i] if RAW_PARAM else h[2] * p[i]) - (h[9] * d + h[10] * m) / den
 
 
 @njit(cache=True)
 def nadam_coefficients(hp, t, aux, h):
-    _common_coefficients(hp, h)
+    common_coefficients(hp, h)
     lr, beta1, beta2, eps, psi = hp[0], hp[4], hp[5], hp[6], hp[7]
     mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * psi))
     mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * psi))
@@ -321,19 +371,19 @@ def nadam_coefficients(hp, t, aux, h):
     h[10] = lr * mu_next / (1.0 - aux[0] * mu_next)
 
 
-def radam_update(p, g, s, h, i, opts):
+def radam_update(p, g, s, h, i, flags):
     d = g[i] if RAW_GRAD else h[0] * g[i] + h[1] * p[i]
     m = h[3] * s[0, i] + h[4] * d
     v = h[5] * s[1, i] + h[6] * (d * d)
     s[0, i] = m
     s[1, i] = v
     # Unrectified steps have h[8] = 0, h[9] = 1: the denominator is exactly 1.
-    p[i] = (p[i] if RAW_PARAM else h[2] * p[i]) - h[7] * (m / (h[8] * math.sqrt(v) + h[9]))
+    return (p[i] if RAW_PARAM else h[2] * p[i]) - h[7] * (m / (h[8] * math.sqrt(v) + h[9]))
 
 
 @njit(cache=True)
 def radam_coefficients(hp, t, aux, h):
-    _common_coefficients(hp, h)
+    common_coefficients(hp, h)
     lr, beta1, beta2, eps = hp[0], hp[4], hp[5], hp[6]
     bc1 = 1.0 - beta1**t
     bc2 = 1.0 - beta2**t
@@ -361,6 +411,18 @@ def radam_coefficients(hp, t, aux, h):
 # ---------------------------------------------------------------------------
 
 
+def _no_flags(values: dict) -> tuple:
+    return ()
+
+
+def _no_check(values: dict) -> None:
+    return None
+
+
+def _zero(values: dict) -> float:
+    return 0.0
+
+
 @dataclass(frozen=True, eq=False)
 class Rule:
     """Everything nadam knows about one algorithm.
@@ -368,44 +430,89 @@ class Rule:
     Attributes
     ----------
     name : str
-        Lower-case method name (``"adam"``).
+        Lower-case method name (``"adam"``), as in ``minimize(method=...)``.
+    class_name : str
+        Name of its optimizer class (``"Adam"``).
+    summary : str
+        One line: what the rule is, with its reference.
+    math : str
+        The update as LaTeX lines (``&=`` aligned, ``\\\\`` between lines): the
+        class docstring and the docs page both show it.
     update : callable
-        The per-element update ``update(p, g, s, h, i, opts)`` (plain Python).
+        ``update(p, g, s, h, i, flags) -> float``: the new ``p[i]`` (plain Python).
     coefficients : numba dispatcher
         ``coefficients(hp, t, aux, h)``: per-step host scalars.
     n_coefficients : int
         Length of ``h``.
     hyper : tuple of Hyper
-        Public hyperparameters, ``lr`` first, in packing order.
-    option_names : tuple of str
-        Names of the compile-time flags in ``opts``.
-    options : callable
-        ``options(values) -> tuple of bool`` from the validated hyperparameters.
+        Hyperparameters, ``lr``, ``weight_decay``, ``maximize``,
+        ``decoupled_weight_decay`` (or the rule's own names for them) first,
+        in packing order.
+    signature : tuple of str
+        The constructor's arguments after ``params`` in order; names after
+        ``"*"`` are keyword-only (as in the reference implementation).
+    reference : str
+        The reference implementation the rule equals (``"torch.optim.Adam"``).
+    flag_names : tuple of str
+        Names of the compile-time switches in ``flags``.
+    flags : callable
+        ``flags(values) -> tuple of bool`` from the validated hyperparameters.
     slots : callable
-        ``slots(opts) -> tuple of str``: names of the state rows.
+        ``slots(flags) -> tuple of str``: names of the state rows.
     aux_init : tuple of float
         Initial host state (``aux``).
-    initial : callable
-        ``initial(values) -> float``: the value every state slot starts at.
     cross_check : callable
         Raises ``ValueError`` for invalid combinations of hyperparameters.
+    initial : callable
+        ``initial(values) -> float``: the value every state slot starts at.
+    examples : tuple of dict
+        Settings that exercise every code path of the rule, with a step size
+        that moves a problem of unit scale in a few dozen steps: the tests and
+        the benchmarks run each of them.
+    notes : str
+        Further text for the documentation (conventions, pitfalls).
+    accumulate, finish : callable or None
+        The first pass and the host function between the passes of a two-pass
+        rule (see the module docstring); None for one pass.
+    moved : callable or None
+        ``moved(flags) -> int``: the arrays a step reads and writes per element,
+        when not the one pass's ``3 + 2·len(slots)`` (p and g read, p written, every
+        state row read and written): a step's memory traffic, its speed limit.
     """
 
     name: str
+    class_name: str
+    summary: str
+    math: str
     update: Callable
     coefficients: Callable
     n_coefficients: int
     hyper: tuple[Hyper, ...]
-    option_names: tuple[str, ...] = ()
-    options: Callable[[dict], tuple] = lambda values: ()
-    slots: Callable[[tuple], tuple[str, ...]] = lambda opts: ()
+    signature: tuple[str, ...]
+    reference: str
+    flag_names: tuple[str, ...] = ()
+    flags: Callable[[dict], tuple] = _no_flags
+    slots: Callable[[tuple], tuple[str, ...]] = lambda flags: ()
     aux_init: tuple[float, ...] = ()
-    cross_check: Callable[[dict], None] = lambda values: None
-    initial: Callable[[dict], float] = lambda values: 0.0
+    cross_check: Callable[[dict], None] = _no_check
+    initial: Callable[[dict], float] = _zero
+    examples: tuple[dict, ...] = ({},)
+    notes: str = ""
+    accumulate: Callable | None = None
+    finish: Callable | None = None
+    moved: Callable[[tuple], int] | None = None
     defaults: dict = field(init=False, repr=False)
 
     def __post_init__(self):
         object.__setattr__(self, "defaults", {hp.name: hp.default for hp in self.hyper})
+        names = [n for n in self.signature if n != "*"]
+        if sorted(names) != sorted(self.arguments):
+            raise ValueError(
+                f"rule {self.name!r}: signature {self.signature} must list every argument "
+                f"{self.arguments} once"
+            )
+        if (self.accumulate is None) != (self.finish is None):
+            raise ValueError(f"rule {self.name!r}: accumulate and finish go together")
 
     def validate(self, values: dict, base: dict | None = None) -> dict:
         """Validate every hyperparameter in ``values``, and their combination with
@@ -413,9 +520,7 @@ class Rule:
         known = {hp.name: hp for hp in self.hyper if not hp.fixed}
         for key in values:
             if key not in known:
-                raise TypeError(
-                    f"{self.name} has no hyperparameter {key!r}; allowed: {', '.join(known)}"
-                )
+                fail(f"hyperparameter of {self.name}", key, ", ".join(known), TypeError)
         checked = {name: known[name].check(value) for name, value in values.items()}
         self.cross_check({**(self.defaults if base is None else base), **checked})
         return checked
@@ -424,20 +529,23 @@ class Rule:
         """Write validated hyperparameters into the float64 vector ``hp``.
 
         A schedule for ``lr`` is evaluated by the caller each step; its slot is
-        left untouched here.
+        left untouched here.  None (an optional hyperparameter left unset) is
+        packed as NaN, for the coefficients to replace by its derived default.
         """
         k = 0
         for spec in self.hyper:
             value = values[spec.name]
             if spec.kind == "betas":
                 hp[k], hp[k + 1] = value
+            elif value is None:
+                hp[k] = math.nan
             elif not callable(value):
                 hp[k] = float(value)
             k += spec.width
 
-    def initial_state(self, values: dict, opts: tuple, n: int, dtype) -> np.ndarray:
+    def initial_state(self, values: dict, flags: tuple, n: int, dtype) -> np.ndarray:
         """The ``(k, n)`` state of ``n`` parameters at step 0."""
-        return np.full((len(self.slots(opts)), n), self.initial(values), dtype=dtype)
+        return np.full((len(self.slots(flags)), n), self.initial(values), dtype=dtype)
 
     @property
     def arguments(self) -> tuple[str, ...]:
@@ -449,13 +557,40 @@ class Rule:
         """Length of the packed hyperparameter vector ``hp``."""
         return sum(spec.width for spec in self.hyper)
 
+    def traffic(self, flags: tuple) -> int:
+        """The arrays one step reads and writes per element (see ``moved``)."""
+        if self.moved is not None:
+            return self.moved(flags)
+        return 3 + 2 * len(self.slots(flags))
 
-def _lr(default: float) -> Hyper:
-    return Hyper("lr", default)
+    @property
+    def passes(self) -> int:
+        """Passes over memory per step: 1, or 2 for a rule that needs sums first."""
+        return 1 if self.accumulate is None else 2
+
+    @cached_property
+    def digest(self) -> str:
+        """A digest of the sources of the rule's functions: part of every compiled
+        variant's cache name, so that an edited rule never loads a stale kernel."""
+        parts = [self.update, self.coefficients.py_func]
+        if self.accumulate is not None:
+            parts += [self.accumulate, self.finish.py_func]
+        return source_digest(*parts)
 
 
-def _betas() -> Hyper:
-    return Hyper("betas", (0.9, 0.999), "betas")
+def _lr(default: float, doc: str = "Learning rate :math:`\\gamma`, or a schedule ``t -> lr``."):
+    return Hyper("lr", default, doc=doc)
+
+
+_BETAS_DOC = "Decay rates :math:`(\\beta_1, \\beta_2)` of the moment averages, each in [0, 1)."
+
+
+def _betas(doc: str = _BETAS_DOC) -> Hyper:
+    return Hyper("betas", (0.9, 0.999), "betas", doc=doc)
+
+
+def _eps(default: float, doc: str = "Added to the denominator, :math:`\\epsilon`.") -> Hyper:
+    return Hyper("eps", default, doc=doc)
 
 
 def _sgd_check(v: dict) -> None:
@@ -466,136 +601,350 @@ def _sgd_check(v: dict) -> None:
         )
 
 
+def _sgd_flags(v: dict) -> tuple:
+    return (v["momentum"] > 0, v["nesterov"])
+
+
+def _sgd_slots(flags: tuple) -> tuple:
+    return ("momentum_buffer",) if flags[0] else ()
+
+
 SGD = Rule(
     "sgd",
+    "SGD",
+    "Stochastic gradient descent with optional (Nesterov) momentum.",
+    r"""b_t &= \mu b_{t-1} + (1-\tau) g_t \quad (b_1 = g_1) \\
+d_t &= g_t + \mu b_t \text{ if nesterov else } b_t \\
+p_t &= p_{t-1} - \gamma d_t""",
     sgd_update,
     sgd_coefficients,
     7,
     (
         _lr(1e-3),
-        *_common(),
-        Hyper("momentum", 0.0),
-        Hyper("dampening", 0.0, high=1.0),
-        Hyper("nesterov", False, "bool"),
+        *shared_hyperparameters(),
+        Hyper("momentum", 0.0, doc=":math:`\\mu`; 0 disables the momentum buffer."),
+        Hyper("dampening", 0.0, high=1.0, doc=":math:`\\tau`, in [0, 1]."),
+        Hyper(
+            "nesterov", False, "bool", doc="Nesterov momentum (needs momentum > 0, dampening 0)."
+        ),
     ),
+    ("lr", "momentum", "dampening", "weight_decay", "nesterov", "*", "maximize"),
+    "torch.optim.SGD",
     ("momentum", "nesterov"),
-    lambda v: (v["momentum"] > 0, v["nesterov"]),
-    lambda opts: ("momentum_buffer",) if opts[0] else (),
+    _sgd_flags,
+    _sgd_slots,
     cross_check=_sgd_check,
+    examples=(
+        {"lr": 0.05},
+        {"lr": 0.05, "momentum": 0.9},
+        {"lr": 0.05, "momentum": 0.9, "nesterov": True},
+        {"lr": 0.05, "momentum": 0.9, "dampening": 0.3},
+    ),
+    notes="Without momentum, :math:`d_t = g_t`.",
 )
+
+
+def _rmsprop_flags(v: dict) -> tuple:
+    return (v["centered"], v["momentum"] > 0)
+
+
+def _rmsprop_slots(flags: tuple) -> tuple:
+    centered, momentum = flags
+    return (
+        ("square_avg",)
+        + (("grad_avg",) if centered else ())
+        + (("momentum_buffer",) if momentum else ())
+    )
+
 
 RMSPROP = Rule(
     "rmsprop",
+    "RMSprop",
+    "RMSprop (Hinton), optionally centered and with momentum; no bias correction.",
+    r"""v_t &= \alpha v_{t-1} + (1-\alpha) g_t^2 \\
+\bar g_t &= \alpha \bar g_{t-1} + (1-\alpha) g_t, \quad
+    \tilde v_t = v_t - \bar g_t^2 \text{ (centered) else } v_t \\
+b_t &= \mu b_{t-1} + g_t / (\sqrt{\tilde v_t} + \epsilon), \quad p_t = p_{t-1} - \gamma b_t \\
+&\text{(without momentum: } p_t = p_{t-1} - \gamma g_t / (\sqrt{\tilde v_t} + \epsilon))""",
     rmsprop_update,
     rmsprop_coefficients,
     8,
     (
         _lr(1e-2),
-        *_common(),
-        Hyper("alpha", 0.99, high=1.0),
-        Hyper("eps", 1e-8),
-        Hyper("momentum", 0.0),
-        Hyper("centered", False, "bool"),
+        *shared_hyperparameters(),
+        Hyper("alpha", 0.99, high=1.0, doc="Smoothing constant :math:`\\alpha`, in [0, 1]."),
+        _eps(1e-8),
+        Hyper("momentum", 0.0, doc=":math:`\\mu`; 0 disables the momentum buffer."),
+        Hyper("centered", False, "bool", doc="Normalise by the variance estimate."),
     ),
+    ("lr", "alpha", "eps", "weight_decay", "momentum", "centered", "*", "maximize"),
+    "torch.optim.RMSprop",
     ("centered", "momentum"),
-    lambda v: (v["centered"], v["momentum"] > 0),
-    lambda opts: (
-        ("square_avg",)
-        + (("grad_avg",) if opts[0] else ())
-        + (("momentum_buffer",) if opts[1] else ())
+    _rmsprop_flags,
+    _rmsprop_slots,
+    # Centered RMSprop divides by sqrt(v - gbar²), which cancels to about alpha^t·g²
+    # for a slowly varying gradient: with alpha = 0.9, float32 keeps only ~5e-5 of
+    # relative accuracy after 60 steps whatever the implementation, so the centered
+    # examples keep torch's alpha = 0.99; alpha = 0.9 runs without centering.
+    examples=(
+        {"lr": 0.01},
+        {"lr": 0.01, "momentum": 0.5},
+        {"lr": 0.01, "centered": True},
+        {"lr": 0.01, "centered": True, "momentum": 0.5},
+        {"lr": 0.01, "alpha": 0.9, "momentum": 0.5},
     ),
+    notes="eps is added *outside* the root, as in torch; optax's ``rmsprop`` puts it inside "
+    "and defaults to a decay of 0.9, Keras to :math:`\\rho = 0.9`.",
 )
+
+
+def _adagrad_initial(v: dict) -> float:
+    return v["initial_accumulator_value"]
+
+
+def _sum_slot(flags: tuple) -> tuple:
+    return ("sum",)
+
 
 ADAGRAD = Rule(
     "adagrad",
+    "Adagrad",
+    "Adagrad (Duchi et al., 2011).",
+    r"""\gamma_t &= \gamma / (1 + (t-1)\,\eta) \\
+s_t &= s_{t-1} + g_t^2, \quad s_0 = \text{initial\_accumulator\_value} \\
+p_t &= p_{t-1} - \gamma_t\, g_t / (\sqrt{s_t} + \epsilon)""",
     adagrad_update,
     adagrad_coefficients,
     5,
     (
         _lr(1e-2),
-        *_common(),
-        Hyper("lr_decay", 0.0),
-        Hyper("initial_accumulator_value", 0.0),
-        Hyper("eps", 1e-10),
+        *shared_hyperparameters(),
+        Hyper("lr_decay", 0.0, doc=":math:`\\eta`."),
+        Hyper("initial_accumulator_value", 0.0, doc=":math:`s_0`."),
+        _eps(1e-10),
     ),
-    slots=lambda opts: ("sum",),
-    initial=lambda v: v["initial_accumulator_value"],
+    ("lr", "lr_decay", "weight_decay", "initial_accumulator_value", "eps", "*", "maximize"),
+    "torch.optim.Adagrad",
+    slots=_sum_slot,
+    initial=_adagrad_initial,
+    examples=(
+        {"lr": 0.1},
+        {"lr": 0.1, "lr_decay": 0.05},
+        {"lr": 0.1, "initial_accumulator_value": 0.5},
+        {"lr": 0.1, "lr_decay": 0.05, "initial_accumulator_value": 0.5},
+    ),
 )
+
+
+def _two_slots(first: str, second: str) -> Callable[[tuple], tuple]:
+    def slots(flags: tuple) -> tuple:
+        return (first, second)
+
+    return slots
+
 
 ADADELTA = Rule(
     "adadelta",
+    "Adadelta",
+    "Adadelta (Zeiler, 2012).",
+    r"""v_t &= \rho v_{t-1} + (1-\rho) g_t^2 \\
+\Delta_t &= \sqrt{u_{t-1} + \epsilon} / \sqrt{v_t + \epsilon}\; g_t \\
+u_t &= \rho u_{t-1} + (1-\rho) \Delta_t^2 \\
+p_t &= p_{t-1} - \gamma \Delta_t""",
     adadelta_update,
     adadelta_coefficients,
     7,
-    (_lr(1.0), *_common(), Hyper("rho", 0.9, high=1.0), Hyper("eps", 1e-6)),
-    slots=lambda opts: ("square_avg", "acc_delta"),
+    (
+        _lr(1.0),
+        *shared_hyperparameters(),
+        Hyper("rho", 0.9, high=1.0, doc=":math:`\\rho`, in [0, 1]."),
+        _eps(1e-6),
+    ),
+    ("lr", "rho", "eps", "weight_decay", "*", "maximize"),
+    "torch.optim.Adadelta",
+    slots=_two_slots("square_avg", "acc_delta"),
+    examples=({}, {"rho": 0.5, "eps": 1e-3}),
+)
+
+_ADAM_MATH = r"""m_t &= \beta_1 m_{t-1} + (1-\beta_1) g_t \\
+v_t &= \beta_2 v_{t-1} + (1-\beta_2) g_t^2
+    \quad (\text{amsgrad: } v_t \leftarrow \max(v^{\max}_{t-1}, v_t)) \\
+p_t &= p_{t-1} - \frac{\gamma}{1-\beta_1^t}\,
+    \frac{m_t}{\sqrt{v_t}/\sqrt{1-\beta_2^t} + \epsilon}"""
+
+_ADAM_NOTES = (
+    "eps is added after the bias-corrected root, as in torch and the paper (Kingma & Ba, "
+    '2015); scikit-learn and the paper\'s "efficient version" fold the bias corrections '
+    "into the step size, which leaves eps uncorrected."
+)
+
+
+def _adam_flags(v: dict) -> tuple:
+    return (v["amsgrad"],)
+
+
+def _adam_slots(flags: tuple) -> tuple:
+    return ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if flags[0] else ())
+
+
+_AMSGRAD = Hyper("amsgrad", False, "bool", doc="Use the running maximum of :math:`v_t` (AMSGrad).")
+# With betas[1] = 0.999, v only grows during a few dozen steps and AMSGrad's
+# max(vmax, v) = v: the AMSGrad example uses betas[1] = 0.9, so that v falls when |g| does.
+_ADAM_EXAMPLES = (
+    {"lr": 0.02},
+    {"lr": 0.02, "betas": (0.8, 0.9)},
+    {"lr": 0.02, "betas": (0.8, 0.9), "amsgrad": True},
 )
 
 ADAM = Rule(
     "adam",
+    "Adam",
+    "Adam (Kingma & Ba, 2015), optionally AMSGrad.",
+    _ADAM_MATH,
     adam_update,
     adam_coefficients,
     10,
+    (_lr(1e-3), *shared_hyperparameters(fixed=False), _betas(), _eps(1e-8), _AMSGRAD),
     (
-        _lr(1e-3),
-        *_common(fixed=False),
-        _betas(),
-        Hyper("eps", 1e-8),
-        Hyper("amsgrad", False, "bool"),
+        "lr",
+        "betas",
+        "eps",
+        "weight_decay",
+        "amsgrad",
+        "*",
+        "maximize",
+        "decoupled_weight_decay",
     ),
+    "torch.optim.Adam",
     ("amsgrad",),
-    lambda v: (v["amsgrad"],),
-    lambda opts: ("exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if opts[0] else ()),
+    _adam_flags,
+    _adam_slots,
+    examples=_ADAM_EXAMPLES,
+    notes=_ADAM_NOTES,
 )
 
 ADAMW = Rule(
     "adamw",
+    "AdamW",
+    "AdamW (Loshchilov & Hutter, 2019): Adam with decoupled weight decay, "
+    ":math:`p \\leftarrow (1 - \\gamma\\lambda) p` before the Adam update.",
+    _ADAM_MATH,
     adam_update,
     adam_coefficients,
     10,
-    (
-        _lr(1e-3),
-        *_common(1e-2, decoupled=True),
-        _betas(),
-        Hyper("eps", 1e-8),
-        Hyper("amsgrad", False, "bool"),
-    ),
-    ADAM.option_names,
-    ADAM.options,
+    (_lr(1e-3), *shared_hyperparameters(1e-2, decoupled=True), _betas(), _eps(1e-8), _AMSGRAD),
+    ("lr", "betas", "eps", "weight_decay", "amsgrad", "*", "maximize"),
+    "torch.optim.AdamW",
+    ADAM.flag_names,
+    ADAM.flags,
     ADAM.slots,
+    examples=_ADAM_EXAMPLES,
+    notes=_ADAM_NOTES,
 )
 
 ADAMAX = Rule(
     "adamax",
+    "Adamax",
+    "Adamax: Adam with the infinity norm (Kingma & Ba, 2015, section 7).",
+    r"""m_t &= \beta_1 m_{t-1} + (1-\beta_1) g_t \\
+u_t &= \max(\beta_2 u_{t-1}, |g_t| + \epsilon) \\
+p_t &= p_{t-1} - \frac{\gamma}{1-\beta_1^t} \frac{m_t}{u_t}""",
     adamax_update,
     adamax_coefficients,
     8,
-    (_lr(2e-3), *_common(), _betas(), Hyper("eps", 1e-8)),
-    slots=lambda opts: ("exp_avg", "exp_inf"),
+    (_lr(2e-3), *shared_hyperparameters(), _betas(), _eps(1e-8)),
+    ("lr", "betas", "eps", "weight_decay", "*", "maximize"),
+    "torch.optim.Adamax",
+    slots=_two_slots("exp_avg", "exp_inf"),
+    examples=({"lr": 0.02}, {"lr": 0.02, "betas": (0.8, 0.99)}),
 )
 
 NADAM = Rule(
     "nadam",
+    "NAdam",
+    "NAdam: Adam with Nesterov momentum (Dozat, 2016), with momentum decay.",
+    r"""\mu_t &= \beta_1 (1 - \tfrac12 0.96^{t\psi}), \quad \Pi_t = \prod_{i\le t} \mu_i \\
+m_t, v_t &\text{ as Adam}, \quad d_t = \sqrt{v_t / (1-\beta_2^t)} + \epsilon \\
+p_t &= p_{t-1} - \gamma \frac{1-\mu_t}{1-\Pi_t} \frac{g_t}{d_t}
+      - \gamma \frac{\mu_{t+1}}{1-\Pi_t\mu_{t+1}} \frac{m_t}{d_t}""",
     nadam_update,
     nadam_coefficients,
     11,
-    (_lr(2e-3), *_common(fixed=False), _betas(), Hyper("eps", 1e-8), Hyper("momentum_decay", 4e-3)),
-    slots=lambda opts: ("exp_avg", "exp_avg_sq"),
+    (
+        _lr(2e-3),
+        *shared_hyperparameters(fixed=False),
+        _betas(),
+        _eps(1e-8),
+        Hyper("momentum_decay", 4e-3, doc=":math:`\\psi`."),
+    ),
+    (
+        "lr",
+        "betas",
+        "eps",
+        "weight_decay",
+        "momentum_decay",
+        "decoupled_weight_decay",
+        "*",
+        "maximize",
+    ),
+    "torch.optim.NAdam",
+    slots=_two_slots("exp_avg", "exp_avg_sq"),
     aux_init=(1.0,),
+    examples=({"lr": 0.02}, {"lr": 0.02, "momentum_decay": 0.1, "betas": (0.8, 0.99)}),
+    notes="The product :math:`\\Pi_t` is host state, saved in ``state_dict()``.",
 )
 
 RADAM = Rule(
     "radam",
+    "RAdam",
+    "RAdam: rectified Adam (Liu et al., 2020).",
+    r"""\rho_\infty &= 2/(1-\beta_2) - 1, \quad
+    \rho_t = \rho_\infty - 2t\beta_2^t/(1-\beta_2^t) \\
+r_t &= \sqrt{\frac{(\rho_t-4)(\rho_t-2)\rho_\infty}{(\rho_\infty-4)(\rho_\infty-2)\rho_t}} \\
+p_t &= p_{t-1} - \frac{\gamma}{1-\beta_1^t} m_t \cdot
+    \begin{cases} r_t \sqrt{1-\beta_2^t} / (\sqrt{v_t} + \epsilon) & \rho_t > 5 \\
+    1 & \text{otherwise} \end{cases}""",
     radam_update,
     radam_coefficients,
     10,
-    (_lr(1e-3), *_common(fixed=False), _betas(), Hyper("eps", 1e-8)),
-    slots=lambda opts: ("exp_avg", "exp_avg_sq"),
+    (_lr(1e-3), *shared_hyperparameters(fixed=False), _betas(), _eps(1e-8)),
+    ("lr", "betas", "eps", "weight_decay", "decoupled_weight_decay", "*", "maximize"),
+    "torch.optim.RAdam",
+    slots=_two_slots("exp_avg", "exp_avg_sq"),
+    # betas[1] = 0.6 gives rho_inf = 4: RAdam never rectifies; the others from t = 6.
+    examples=({"lr": 0.02}, {"lr": 0.02, "betas": (0.8, 0.99)}, {"lr": 0.02, "betas": (0.5, 0.6)}),
 )
 
+#: Every rule by method name: the single source of the optimizer classes, the
+#: methods, the kernels, the tests' tables, the benchmarks and the docs.
 RULES: dict[str, Rule] = {
     r.name: r for r in (SGD, RMSPROP, ADAGRAD, ADADELTA, ADAM, ADAMW, ADAMAX, NADAM, RADAM)
 }
+
+
+def register(rule: Rule) -> Rule:
+    """Add ``rule`` to :data:`RULES`: from then on it is a method of
+    :func:`nadam.minimize` and :mod:`nadam.methods`, a kernel of
+    :mod:`nadam.kernels` (CPU and CUDA), and has an optimizer class
+    (:func:`nadam.optimizers.optimizer_class`).
+
+    Raises
+    ------
+    ValueError
+        If a rule of that name, or an optimizer class of that name, exists.
+    """
+    if not isinstance(rule, Rule):
+        fail("rule", rule, "a nadam.rules.Rule", TypeError)
+    taken = {r.class_name for r in RULES.values()}
+    if rule.name in RULES or rule.class_name in taken:
+        raise ValueError(f"a rule named {rule.name!r} or with class {rule.class_name!r} exists")
+    RULES[rule.name] = rule
+    return rule
+
+
+def unregister(name: str) -> None:
+    """Remove the rule ``name`` that :func:`register` added."""
+    del RULES[get_rule(name).name]
 
 
 def get_rule(name: str) -> Rule:
@@ -603,19 +952,12 @@ def get_rule(name: str) -> Rule:
 
     Raises
     ------
-    ValueError
-        For an unknown name; the message lists the valid ones.
+    TypeError, ValueError
+        For a name that is not a str, or not a rule's; the message lists the valid ones.
     """
     if not isinstance(name, str):
-        raise TypeError(f"method must be a str, got {name!r} of type {type(name).__name__}")
+        fail("method", name, "a str", TypeError)
     try:
         return RULES[name.lower()]
     except KeyError:
-        raise ValueError(
-            f"Unknown method {name!r}; valid methods: {', '.join(sorted(RULES))}"
-        ) from None
-
-
-# A fingerprint of this file: compiled kernels are cached under names that
-# include it, so editing a rule can never load a stale kernel from the cache.
-SOURCE_HASH = hashlib.sha1(inspect.getsource(inspect.getmodule(get_rule)).encode()).hexdigest()[:10]
+        fail("method", name, "one of " + ", ".join(sorted(RULES)))

@@ -37,12 +37,13 @@ True
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 from numba import njit
+
+from ._checks import check_int, check_seed
 
 __all__ = ["Minibatches", "mix64", "next_batch", "seed_key", "shuffle"]
 
@@ -127,16 +128,7 @@ def seed_key(seed: int | None) -> int:
     Any non-negative integer is accepted; it is hashed with
     :class:`numpy.random.SeedSequence`, at set-up only.
     """
-    if seed is not None:
-        try:
-            seed = operator.index(seed)
-        except TypeError:
-            raise TypeError(
-                f"seed must be a non-negative int or None, got {seed!r} "
-                f"of type {type(seed).__name__}"
-            ) from None
-        if isinstance(seed, bool) or seed < 0:
-            raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
+    seed = check_seed("seed", seed)
     word = np.random.SeedSequence(seed).generate_state(1, np.uint64)[0]
     return int(word.view(np.int64))
 
@@ -187,14 +179,7 @@ class Minibatches:
                 f"together; got lengths {', '.join(f'args[{i}]: {n}' for i, n in lengths.items())}"
             )
         n = next(iter(lengths.values()))
-        if isinstance(batch_size, (bool, np.bool_)) or not isinstance(
-            batch_size, (int, np.integer)
-        ):
-            raise TypeError(f"batch_size must be an int, got {batch_size!r}")
-        if not 1 <= batch_size <= n:
-            raise ValueError(
-                f"batch_size must be between 1 and the number of rows ({n}), got {batch_size}"
-            )
+        check_int("batch_size", batch_size, 1, n)
         self.n_rows = int(n)
         self.batch_size = int(batch_size)
         self._sources = tuple(args[i] for i in sampled)
@@ -208,6 +193,11 @@ class Minibatches:
         self.state = np.array([seed_key(seed), 0, 0], np.int64)
         self.perm = np.empty(self.n_rows, np.int64)
         shuffle(self.perm, self.state[KEY], self.state[EPOCH])
+
+    @property
+    def pairs(self) -> tuple:
+        """``(source, buffer)`` for each sampled array: what :meth:`next` gathers."""
+        return self._pairs
 
     def next(self) -> tuple:
         """Sample the next batch into the buffers and return the batch tuple."""
@@ -229,15 +219,43 @@ class Minibatches:
             "batch_size": self.batch_size,
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Continue exactly from :meth:`state_dict` (the permutation is recomputed)."""
+    def check_state(self, state: dict[str, Any]) -> None:
+        """Raise ``ValueError`` naming the field unless ``state`` is a valid
+        :meth:`state_dict` of this sampler (nothing is loaded)."""
         mine = (self.n_rows, self.batch_size)
         theirs = (state["n_rows"], state["batch_size"])
         if theirs != mine:
             raise ValueError(
                 f"sampler state is for n_rows, batch_size = {theirs}; this sampler has {mine}"
             )
-        if not 0 <= state["pos"] <= self.n_rows or state["epoch"] < 0:
-            raise ValueError(f"sampler state has an invalid epoch or pos: {state!r}")
+        for key, high in (("key", None), ("epoch", None), ("pos", self.n_rows)):
+            value = state[key]
+            low = -(2**63) if key == "key" else 0
+            top = 2**63 - 1 if high is None else high
+            if not isinstance(value, (int, np.integer)) or isinstance(value, (bool, np.bool_)):
+                raise ValueError(f"Invalid sampler.{key}: {value!r}; allowed: an int")
+            if not low <= value <= top:
+                raise ValueError(
+                    f"Invalid sampler.{key}: {value!r}; allowed: an int in [{low}, {top}]"
+                )
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue exactly from :meth:`state_dict` (the permutation is recomputed)."""
+        Minibatches.check_state(self, state)  # this class's layout, also in a subclass
         self.state[:] = (state["key"], state["epoch"], state["pos"])
         shuffle(self.perm, self.state[KEY], self.state[EPOCH])
+
+    def rewind(self) -> None:
+        """Go back one batch: the next :meth:`next` draws the rows of the last one again.
+
+        (A run whose objective raised goes back to where it was before drawing the
+        batch it could not evaluate, so that its checkpoint resumes exactly.)"""
+        rows = int(self.state[EPOCH]) * self.n_rows + int(self.state[POS]) - self.batch_size
+        if rows < 0:
+            raise ValueError("no batch has been drawn")
+        # After R > 0 rows the stream is in epoch (R-1)//n at pos 1..n (an epoch is
+        # reshuffled only at the next draw); after 0 rows, epoch 0 at pos 0.
+        epoch = 0 if rows == 0 else (rows - 1) // self.n_rows
+        if epoch != self.state[EPOCH]:
+            shuffle(self.perm, self.state[KEY], epoch)
+        self.state[EPOCH], self.state[POS] = epoch, rows - epoch * self.n_rows

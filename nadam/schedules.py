@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+from ._checks import check_int, check_real, fail
+
 __all__ = [
     "Schedule",
     "constant",
@@ -189,25 +191,11 @@ class Schedule:
 def _real(
     name: str, value: Any, low: float = 0.0, high: float = math.inf, low_open: bool = False
 ) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(
-        value, (int, float, np.integer, np.floating)
-    ):
-        raise TypeError(f"{name} must be a real number, got {value!r}")
-    x = float(value)
-    ok = math.isfinite(x) and (low < x if low_open else low <= x) and x <= high
-    if not ok:
-        lower = f"{low} {'<' if low_open else '<='} {name}"
-        upper = f" <= {high}" if math.isfinite(high) else ""
-        raise ValueError(f"Invalid {name}: {value!r}; allowed: finite {lower}{upper}")
-    return x
+    return check_real(name, value, low, high, low_open=low_open)
 
 
 def _int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if value < low:
-        raise ValueError(f"Invalid {name}: {value!r}; allowed: int >= {low}")
-    return int(value)
+    return check_int(name, value, low)
 
 
 def constant(lr: float) -> Schedule:
@@ -289,10 +277,7 @@ def cosine(lr: float, total_steps: int, warmup_steps: int = 0, min_lr: float = 0
     total = _int("total_steps", total_steps, 1)
     warmup = _int("warmup_steps", warmup_steps, 0)
     if warmup > total:
-        raise ValueError(
-            f"Invalid warmup_steps: {warmup_steps!r}; allowed: 0 <= warmup_steps <= "
-            f"total_steps ({total})"
-        )
+        fail("warmup_steps", warmup_steps, f"an int >= 0 and <= total_steps ({total})")
     return Schedule(COSINE, [lr, total, warmup, _real("min_lr", min_lr, 0.0, lr)])
 
 
@@ -365,7 +350,7 @@ def reduce_on_plateau(
     lr = _real("lr", lr)
     factor = _real("factor", factor, 0.0, 1.0, low_open=True)
     if factor == 1.0:
-        raise ValueError(f"Invalid factor: {factor!r}; allowed: 0 < factor < 1")
+        fail("factor", factor, "a finite real number > 0 and < 1")
     return Schedule(
         PLATEAU,
         [

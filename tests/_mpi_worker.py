@@ -27,7 +27,7 @@ faulthandler.dump_traceback_later(
 from mpi4py import MPI  # noqa: E402
 
 import nadam  # noqa: E402
-from nadam.minimize import Minimizer  # noqa: E402
+from nadam import Minimizer  # noqa: E402
 from nadam.mpi import rank_seed, shard  # noqa: E402
 from nadam.sampling import Minibatches  # noqa: E402
 

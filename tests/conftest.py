@@ -13,8 +13,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 from naive import DEFAULTS
 
-import nadam
 from nadam.kernels import cpu
+from nadam.optimizers import optimizer_class
+from nadam.rules import RULES
 
 settings.register_profile(
     "nadam",
@@ -26,18 +27,8 @@ settings.register_profile(
 settings.register_profile("nadam-long", parent=settings.get_profile("nadam"), max_examples=1000)
 settings.load_profile("nadam")
 
-#: rule name -> optimizer class (same names as torch.optim).
-CLASSES = {
-    "sgd": nadam.SGD,
-    "rmsprop": nadam.RMSprop,
-    "adagrad": nadam.Adagrad,
-    "adadelta": nadam.Adadelta,
-    "adam": nadam.Adam,
-    "adamw": nadam.AdamW,
-    "adamax": nadam.Adamax,
-    "nadam": nadam.NAdam,
-    "radam": nadam.RAdam,
-}
+#: rule name -> optimizer class (the reference's names), from the registry.
+CLASSES = {name: optimizer_class(rule) for name, rule in RULES.items()}
 NAMES = tuple(CLASSES)
 DTYPES = (np.float64, np.float32)
 
@@ -106,67 +97,29 @@ def assert_close(actual, desired, rtol: float | None = None, err_msg: str = "") 
 # ---------------------------------------------------------------------------------
 
 
-def _grid(**axes):
-    keys = list(axes)
-    for values in itertools.product(*(axes[k] for k in keys)):
-        yield dict(zip(keys, values, strict=True))
+def shared_settings(rule) -> tuple:
+    """The weight-decay settings a rule's examples are crossed with: none and L2, and
+    decoupled where the rule has the option (its default where it has decay by default)."""
+    if "decoupled_weight_decay" in rule.arguments:
+        return ((0.0, False), (0.1, False), (0.1, True))
+    if rule.defaults.get("weight_decay", 0.0) != 0.0:
+        return (rule.defaults["weight_decay"], 0.1)
+    return (0.0, 0.1)
 
 
 def _combos() -> list[tuple[str, dict]]:
-    """Every option of every rule, each crossed with weight decay and maximize."""
+    """Every example of every rule (``Rule.examples``: each code path), each crossed
+    with weight decay and maximize."""
     out: list[tuple[str, dict]] = []
-
-    def add(name, base, variants, decay=(0.0, 0.1)):
-        for variant in variants:
-            for wd, maximize in itertools.product(decay, (False, True)):
-                kw = {**base, **variant, "maximize": maximize}
+    for name, rule in RULES.items():
+        for example in rule.examples:
+            for wd, maximize in itertools.product(shared_settings(rule), (False, True)):
+                kw = {**example, "maximize": maximize}
                 if isinstance(wd, tuple):  # (weight_decay, decoupled_weight_decay)
                     kw["weight_decay"], kw["decoupled_weight_decay"] = wd
                 else:
                     kw["weight_decay"] = wd
                 out.append((name, kw))
-
-    add(
-        "sgd",
-        dict(lr=0.05),
-        [
-            dict(),
-            dict(momentum=0.9),
-            dict(momentum=0.9, nesterov=True),
-            dict(momentum=0.9, dampening=0.3),
-        ],
-    )
-    # Centered RMSprop divides by sqrt(v - gbar²), which cancels to about alpha^t·g² for a
-    # slowly varying gradient: alpha = 0.9 leaves 0.9^60 ≈ 2e-3 of v, so float32 would keep
-    # only ~5e-5 relative accuracy whatever the implementation.  Centered runs use torch's
-    # alpha = 0.99; alpha = 0.9 is exercised without centering.
-    add(
-        "rmsprop",
-        dict(lr=0.01),
-        [*_grid(centered=(False, True), momentum=(0.0, 0.5)), dict(alpha=0.9, momentum=0.5)],
-    )
-    add("adagrad", dict(lr=0.1), _grid(lr_decay=(0.0, 0.05), initial_accumulator_value=(0.0, 0.5)))
-    add("adadelta", dict(), [dict(), dict(rho=0.5, eps=1e-3)])
-    coupled_or_not = ((0.0, False), (0.1, False), (0.1, True))
-    # With betas[1] = 0.999, v only grows during 60 steps and AMSGrad's max(vmax, v) = v:
-    # the AMSGrad runs use betas[1] = 0.9, so that v falls when |g| does.
-    adam_variants = [dict(), dict(betas=(0.8, 0.9)), dict(betas=(0.8, 0.9), amsgrad=True)]
-    add("adam", dict(lr=0.02), adam_variants, decay=coupled_or_not)
-    add("adamw", dict(lr=0.02), adam_variants, decay=(1e-2, 0.1))
-    add("adamax", dict(lr=0.02), [dict(), dict(betas=(0.8, 0.99))])
-    add(
-        "nadam",
-        dict(lr=0.02),
-        [dict(), dict(momentum_decay=0.1, betas=(0.8, 0.99))],
-        decay=coupled_or_not,
-    )
-    # betas[1] = 0.6 gives rho_inf = 4: RAdam never rectifies; the others rectify from t = 6.
-    add(
-        "radam",
-        dict(lr=0.02),
-        [dict(), dict(betas=(0.8, 0.99)), dict(betas=(0.5, 0.6))],
-        decay=coupled_or_not,
-    )
     return out
 
 
@@ -209,7 +162,7 @@ def opts_variants(shared: str = "full") -> list[tuple[str, dict]]:
     seen, out = set(), []
     for name, kw in COMBOS:
         rule = CLASSES[name].rule
-        key = (name, rule.options({**rule.defaults, **kw}))
+        key = (name, rule.flags({**rule.defaults, **kw}))
         if key in seen:
             continue
         seen.add(key)

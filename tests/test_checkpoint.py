@@ -26,9 +26,8 @@ import pytest
 from numba import njit
 
 import nadam
-from nadam import checkpoint
-from nadam.checkpoint import SIGNALS
-from nadam.minimize import Minimizer, Status
+from nadam import Minimizer, Status, checkpoint
+from nadam.loop.runner import SIGNALS, Runner
 
 HERE = Path(__file__).resolve().parent
 WORKER = HERE / "_preempt_worker.py"
@@ -224,8 +223,8 @@ def test_signal_finishes_the_step_checkpoints_and_resumes(tmp_path, sentinel, si
 
 
 def test_a_signal_before_the_first_evaluation(tmp_path, sentinel, monkeypatch):
-    # E.g. while the compiled loop compiles: the run stops having taken no step.
-    iterate = Minimizer._iterate
+    # E.g. while the run sets up: the run stops having taken no step.
+    iterate = Runner._iterate
 
     def signal_first(self, max_steps):
         signal.raise_signal(signal.SIGTERM)
@@ -233,7 +232,7 @@ def test_a_signal_before_the_first_evaluation(tmp_path, sentinel, monkeypatch):
 
     path = tmp_path / "run.npz"
     _minimize(checkpoint=path, checkpoint_every=10, maxiter=25, return_best=True)
-    monkeypatch.setattr(Minimizer, "_iterate", signal_first)
+    monkeypatch.setattr(Runner, "_iterate", signal_first)
     res = _minimize(checkpoint=path, resume=True, maxiter=40, return_best=True)
     assert (res.status, res.nit) == (5, 25)
     state = checkpoint.load(path)[0]
@@ -277,7 +276,9 @@ def test_handlers_are_restored_when_the_run_raises(tmp_path, sentinel):
     with pytest.raises(RuntimeError, match="boom"):
         _minimize(callback=fail_at_10, checkpoint=tmp_path / "c.npz", checkpoint_every=4)
     assert all(signal.getsignal(sig) is handler for sig in SIGNALS)
-    assert checkpoint.load(tmp_path / "c.npz")[0]["nit"] == 8  # the last periodic one stays
+    # The state at the failure is saved (issue 15 item 11): the callback raised at
+    # iterate 11, evaluated and tracked, so its step is taken first, as the run would.
+    assert checkpoint.load(tmp_path / "c.npz")[0]["nit"] == 12
 
 
 def test_ignored_signals_stay_ignored():

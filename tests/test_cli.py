@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import nadam.bench
 from nadam import __main__ as cli
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,11 +32,21 @@ def test_a_command_is_required(capsys):
 
 
 @pytest.mark.parametrize("argv", [["--quick"], ["--help"], ["--quick", "--rules", "adam"], []])
-def test_bench_hands_its_arguments_to_nadam_bench(monkeypatch, argv):
+def test_bench_hands_its_arguments_to_the_benchmark(monkeypatch, argv):
+    """``python -m nadam bench`` runs benchmarks/bench.py of the checkout, with its arguments."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import bench
+
     seen = []
-    monkeypatch.setattr(nadam.bench, "main", lambda a: seen.append(a) or 0)
+    monkeypatch.setattr(bench, "main", lambda a: seen.append(a) or 0)
     assert cli.main(["bench", *argv]) == 0
     assert seen == [argv]
+
+
+def test_bench_outside_a_checkout_says_what_to_do(monkeypatch, tmp_path, capsys):
+    monkeypatch.setattr(cli, "_benchmarks_folder", lambda: None)
+    assert cli.main(["bench", "--quick"]) == 2
+    assert "source checkout" in capsys.readouterr().err
 
 
 def test_demo_prints_the_table(capsys):

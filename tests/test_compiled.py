@@ -15,9 +15,9 @@ from numba import njit
 from numba.core.errors import TypingError
 
 import nadam
-from nadam import compiled
+from nadam import Minimizer
 from nadam.kernels import cpu
-from nadam.minimize import Minimizer
+from nadam.loop import compiled
 
 # ---------------------------------------------------------------------------
 # Problems
@@ -276,7 +276,7 @@ def test_state_between_compiled_chunks_is_the_python_loops(data):
     assert_same(back.run(), nadam.minimize(objective, np.zeros(5), **kw))
 
 
-def test_chunks_grow_and_python_is_entered_rarely(data):
+def test_chunks_grow_and_python_is_entered_rarely(data, monkeypatch):
     m = Minimizer(
         objective,
         np.zeros(5),
@@ -285,13 +285,13 @@ def test_chunks_grow_and_python_is_entered_rarely(data):
         **everything(0.01, maxiter=20_000, gtol=0.0),
     )
     m.run(1)
-    loop = m._compiled
     calls = []
-    driver = loop._driver
-    loop._driver = lambda *a: calls.append(None) or driver(*a)
+    call = compiled.CompiledLoop.__call__
+    monkeypatch.setattr(
+        compiled.CompiledLoop, "__call__", lambda self, *a: calls.append(None) or call(self, *a)
+    )
     res = m.run()
     assert res.nit == 20_000 and len(calls) < 30
-    assert loop._chunk > 1000
 
 
 def test_progress_bar(data, capsys):
@@ -306,17 +306,6 @@ def test_progress_bar(data, capsys):
     assert f"Iterations: {res.nit}" in out.out and "300/" in out.err
 
 
-def test_a_hooked_evaluate_runs_in_python(data):
-    m = Minimizer(
-        objective, np.zeros(5), args=args(data), jac=True, options={"maxiter": 10, "compiled": True}
-    )
-    calls = []
-    evaluate = m.evaluate
-    m.evaluate = lambda x, *a: calls.append(None) or evaluate(x, *a)
-    res = m.run()
-    assert len(calls) == res.nfev == 11
-
-
 # ---------------------------------------------------------------------------
 # When the loop is compiled, and the errors when it cannot be
 # ---------------------------------------------------------------------------
@@ -324,17 +313,17 @@ def test_a_hooked_evaluate_runs_in_python(data):
 
 def test_auto_compiles_njit_objectives_only(data):
     fast = Minimizer(objective, np.zeros(5), args=args(data), jac=True, options={"maxiter": 5})
-    assert isinstance(fast._compiled, compiled.CompiledLoop)
+    assert fast.compiled and isinstance(fast.loop, compiled.CompiledLoop)
     fast.run()
-    assert fast._compiled is not None and fast._compiled._driver is not None
+    assert fast.loop.driver is not None
 
     def python_objective(x, A, b, mode, limit):
         return objective(x, A, b, mode, limit)
 
     slow = Minimizer(python_objective, np.zeros(5), args=args(data), jac=True)
-    assert slow._compiled is None
+    assert not slow.compiled
     off = Minimizer(objective, np.zeros(5), args=args(data), jac=True, options={"compiled": False})
-    assert off._compiled is None
+    assert not off.compiled
 
 
 @pytest.mark.parametrize(
@@ -384,7 +373,9 @@ def test_wrong_return_types(data):
 
 def test_gradient_of_the_wrong_shape(data):
     for mode in (True, False):
-        with pytest.raises(ValueError, match=r"has shape \(6,\), but x0 has shape \(5,\)"):
+        with pytest.raises(
+            ValueError, match=r"has shape \(6,\) at iteration 0, but x0 has shape \(5,\)"
+        ):
             nadam.minimize(
                 objective,
                 np.zeros(5),
@@ -395,7 +386,9 @@ def test_gradient_of_the_wrong_shape(data):
 
 
 def test_option_compiled_is_validated():
-    with pytest.raises(ValueError, match="option compiled must be 'auto', True or False"):
+    with pytest.raises(
+        ValueError, match="Invalid option compiled: 'yes'; allowed: one of 'auto', True, False"
+    ):
         nadam.minimize(objective, np.zeros(5), jac=True, options={"compiled": "yes"})
 
 
@@ -404,15 +397,15 @@ def test_drivers_are_shared_and_cached_like_their_objective(data):
     a, b = (Minimizer(objective, np.zeros(5), **kw) for _ in range(2))
     a.run()
     b.run()
-    assert a._compiled._driver is b._compiled._driver
-    assert a._compiled._driver._cache.__class__.__name__ == "FunctionCache"
-    assert compiled._fingerprint(objective) is not None
+    assert a.loop.driver is b.loop.driver
+    assert a.loop.driver._cache.__class__.__name__ == "FunctionCache"
+    assert compiled.is_cached(objective)
 
     @njit
     def uncached(x, A, b, mode, limit):
         return objective(x, A, b, mode, limit)
 
-    assert compiled._fingerprint(uncached) is None
+    assert not compiled.is_cached(uncached)
 
 
 def test_module_docstring_example():

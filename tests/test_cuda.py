@@ -21,6 +21,7 @@ from cudasim import GPU  # enables the simulator where no GPU is present
 
 import nadam
 from nadam import rules
+from nadam.device import all_finite
 from nadam.kernels import cpu
 from nadam.kernels import cuda as ck
 
@@ -48,7 +49,7 @@ def setup(name: str, kw: dict, dtype, n: int = N):
     test objective, state and packed hyperparameters for ``n`` parameters."""
     rule = CLASSES[name].rule
     values = {**rule.defaults, **rule.validate(kw)}
-    opts = rule.options(values)
+    opts = rule.flags(values)
     p, a = problem(n, dtype)
     hp = np.zeros(rule.n_hyper)
     rule.pack(values, hp)
@@ -94,7 +95,7 @@ def test_kernel_is_specialised_per_variant():
     assert ck.kernel(rules.ADAM, (True,)) is ck.kernel(rules.ADAM, (True,))
     assert ck.kernel(rules.ADAM, (True,)) is not ck.kernel(rules.ADAM, (False,))
     # Adam and AdamW share their update: one device function, two kernels.
-    assert ck._device_update(rules.ADAM.update) is ck._device_update(rules.ADAMW.update)
+    assert ck._device_function(rules.ADAM.update) is ck._device_function(rules.ADAMW.update)
 
 
 @pytest.mark.parametrize(
@@ -110,16 +111,16 @@ def test_kernel_is_specialised_per_variant():
 )
 def test_launch_config(n, sms, expected):
     """Small arrays: one block of whole warps; large: BLOCKS_PER_SM blocks per SM."""
-    assert ck._launch_config(n, sms) == expected
+    assert ck.grid_for(n, sms) == expected
 
 
 def test_all_finite(cuda):
-    assert ck.all_finite(cuda.to_device(np.arange(5.0)))
-    assert ck.all_finite(cuda.to_device(np.zeros(0, np.float32)))
+    assert all_finite(cuda.to_device(np.arange(5.0)))
+    assert all_finite(cuda.to_device(np.zeros(0, np.float32)))
     for bad in (np.nan, np.inf, -np.inf):
         x = np.arange(70, dtype=np.float32)
         x[-1] = bad
-        assert not ck.all_finite(cuda.to_device(x))
+        assert not all_finite(cuda.to_device(x))
 
 
 # ---------------------------------------------------------------------------------
@@ -327,7 +328,7 @@ def test_kernels_compile_for_the_gpu():
     """
     variants = sorted(
         {
-            (name, CLASSES[name].rule.options({**CLASSES[name].rule.defaults, **kw}))
+            (name, CLASSES[name].rule.flags({**CLASSES[name].rule.defaults, **kw}))
             for name, kw in VARIANTS
         }
     )
@@ -351,7 +352,7 @@ def test_kernels_compile_for_the_gpu():
                 body = ptx[ptx.index("{"):]
                 assert "call." not in body, (name, opts, "device function not inlined")
                 print(name, opts, dt, "ok")
-        ptx, _ = cuda.compile_ptx(ck._nonfinite_kernel().py_func,
+        ptx, _ = cuda.compile_ptx(ck.nonfinite_kernel().py_func,
                                   (nt.float32[::1], nt.int32[::1]), cc=(8, 0))
         print("nonfinite ok")
         """

@@ -19,8 +19,8 @@ import pytest
 from cudasim import GPU  # noqa: F401 (enables the simulator where no GPU is present)
 
 import nadam
+from nadam import Minimizer
 from nadam.kernels import cuda as ck
-from nadam.minimize import Minimizer
 
 HAVE_NUMBA_CUDA = importlib.util.find_spec("numba_cuda") is not None
 pytestmark = [
@@ -290,8 +290,16 @@ def _dev_run(cuda, fun, **kw):
 @pytest.mark.parametrize(
     "kw, error, match",
     [
-        ({"options": {"device": "gpu"}}, ValueError, "option device must be 'cpu' or 'cuda'"),
-        ({"options": {"device": None}}, ValueError, "option device must be 'cpu' or 'cuda'"),
+        (
+            {"options": {"device": "gpu"}},
+            ValueError,
+            "Invalid option device: .*allowed: one of 'cpu', 'cuda'",
+        ),
+        (
+            {"options": {"device": None}},
+            ValueError,
+            "Invalid option device: .*allowed: one of 'cpu', 'cuda'",
+        ),
         ({"jac": None}, ValueError, "finite differences"),
         ({"jac": "3-point"}, ValueError, "finite differences"),
         ({"options": {"batch_size": 2}}, ValueError, "batch_size cannot be combined"),
@@ -306,7 +314,9 @@ def test_refused_options(cuda, dev_fun, kw, error, match):
 
 
 def test_bad_device_on_the_cpu_path_too():
-    with pytest.raises(ValueError, match="option device must be 'cpu' or 'cuda', got 'CUDA'"):
+    with pytest.raises(
+        ValueError, match="Invalid option device: 'CUDA'; allowed: one of 'cpu', 'cuda'"
+    ):
         nadam.minimize(
             cpu_fun, np.zeros(SHAPE), args=data(np.float64), jac=True, options={"device": "CUDA"}
         )
@@ -324,9 +334,13 @@ def test_bad_gradients(cuda):
 
     with pytest.raises(TypeError, match="must be a CUDA device array .* got numpy.ndarray"):
         _dev_run(cuda, host_gradient)
-    with pytest.raises(ValueError, match=r"has shape \(6,\), but x0 has shape \(2, 3\)"):
+    with pytest.raises(
+        ValueError, match=r"has shape \(6,\) at iteration 0, but x0 has shape \(2, 3\)"
+    ):
         _dev_run(cuda, wrong_shape)
-    with pytest.raises(TypeError, match="has dtype float32, but x has dtype float64"):
+    with pytest.raises(
+        TypeError, match="has dtype float32 at iteration 0, but x has dtype float64"
+    ):
         _dev_run(cuda, wrong_dtype)
 
 
@@ -360,7 +374,9 @@ def test_without_numba_cuda_or_a_device(dev_fun, monkeypatch, exc):
 def test_inf_norm_with_several_blocks_equals_the_cpu_helpers(cuda, monkeypatch, dtype):
     """Both passes of InfNorm (the runs above fit one block): per-block maxima, then one
     block over them; bit-equal to the CPU helpers, NaN for NaN (and, projected, inf)."""
-    from nadam.minimize import _inf_norm, _projected_inf_norm
+    from nadam.loop.device import InfNorm
+    from nadam.loop.tracker import inf_norm as _inf_norm
+    from nadam.loop.tracker import projected_inf_norm as _projected_inf_norm
 
     n = 37
     monkeypatch.setattr(ck, "launch_config", lambda size: (3, 32))  # 96 threads for 37
@@ -369,8 +385,8 @@ def test_inf_norm_with_several_blocks_equals_the_cpu_helpers(cuda, monkeypatch, 
     g[29] = 5.0  # the maximum, in the last block
     lo, hi = np.full(n, -0.5, dtype), np.full(n, 0.7, dtype)
     d_x, d_lo, d_hi = (cuda.to_device(a) for a in (x, lo, hi))
-    plain, projected = ck.InfNorm(n), ck.InfNorm(n, projected=True)
-    assert plain._second is not None  # two passes
+    plain, projected = InfNorm(n), InfNorm(n, projected=True)
+    assert plain.passes == 2
     d_g = cuda.to_device(g)
     assert plain(d_g, d_g, d_g, d_g) == _inf_norm(g)
     assert projected(d_x, d_g, d_lo, d_hi) == _projected_inf_norm(x, g, lo, hi)
@@ -416,8 +432,8 @@ def test_reduction_and_projection_compile_for_the_gpu():
             a = dt[::1]
             for projected in (False, True):
                 sig = (a, a, a, a, nt.float64[::1])
-                cuda.compile_ptx(ck._inf_norm_kernel(projected).py_func, sig, cc=(8, 0))
-            cuda.compile_ptx(ck._project_kernel().py_func, (a, a, a), cc=(8, 0))
+                cuda.compile_ptx(ck.inf_norm_kernel(projected).py_func, sig, cc=(8, 0))
+            cuda.compile_ptx(ck.project_kernel().py_func, (a, a, a), cc=(8, 0))
         print("compiled ok")
         """
     )

@@ -9,7 +9,7 @@ import pytest
 from numba import njit
 
 import nadam
-from nadam.minimize import Minimizer
+from nadam import Minimizer
 
 
 def quadratic(x):

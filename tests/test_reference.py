@@ -128,11 +128,11 @@ def test_hyperparameter_change_midway_matches_reference(name):
 
 def _run_stepper(name, kw, parallel, n, dtype, steps=4):
     rule = CLASSES[name].rule
-    opts = rule.options({**rule.defaults, **kw})
-    step = cpu.stepper(rule, opts, parallel)
+    opts = rule.flags({**rule.defaults, **kw})
+    hp = kernels.hyperparameters(name, **kw)
+    step = cpu.stepper(rule, opts, parallel, cpu.shared_mode(hp))
     p, a = problem(n, dtype, seed=n)
     s = kernels.state(name, n, dtype, **kw)
-    hp = kernels.hyperparameters(name, **kw)
     aux = kernels.aux(name)
     h = kernels.coefficient_buffer(name, dtype)
     for t in range(1, steps + 1):
@@ -158,13 +158,13 @@ def test_class_picks_parallel_kernel_by_size(monkeypatch):
     """Optimizers use the prange kernel from PARALLEL_THRESHOLD elements up, the serial one
     below; both runs give identical bits."""
     requested = []
-    real = cpu.stepper
+    real = cpu.checked_stepper
 
-    def spy(rule, opts=(), parallel=False):
+    def spy(rule, opts=(), parallel=False, shared="full"):
         requested.append(parallel)
-        return real(rule, opts, parallel)
+        return real(rule, opts, parallel, shared)
 
-    monkeypatch.setattr(cpu, "stepper", spy)
+    monkeypatch.setattr(cpu, "checked_stepper", spy)
     monkeypatch.setattr(cpu, "PARALLEL_THRESHOLD", 1000)
     threaded = cpu.choose_parallel(1000)  # False on a one-thread machine
     results = []

@@ -37,25 +37,29 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._checks import check_int, fail
 from ..rules import RULES, get_rule
 from . import cpu
 
-__all__ = ["aux", "coefficient_buffer", "get", "hyperparameters", "slots", "state"]
+__all__ = ["aux", "coefficient_buffer", "get", "hyperparameters", "slots", "state"] + [
+    name for rule in RULES for name in (rule, f"{rule}_coefficients")
+]
 
 
-def _options(name: str, values: dict) -> tuple:
+def _flags(name: str, values: dict) -> tuple:
     rule = get_rule(name)
-    return rule.options({**rule.defaults, **rule.validate(values)})
+    return rule.flags({**rule.defaults, **rule.validate(values)})
 
 
-def get(name: str, parallel: bool = True, **options) -> object:
-    """The kernel ``kernel(p, g, s, h)`` of rule ``name`` for the given options.
+def get(name: str, parallel: bool = True, **hyper) -> object:
+    """The kernel ``kernel(p, g, s, h)`` of rule ``name`` for the given hyperparameters.
 
-    ``options`` are hyperparameters that shape the state (``amsgrad=True``,
+    ``hyper`` are the hyperparameters that shape the state (``amsgrad=True``,
     ``centered=True``, ``momentum=0.9``, ...); pass the same ones to
-    :func:`state` and :func:`hyperparameters`.
+    :func:`state` and :func:`hyperparameters`.  A two-pass rule's kernel is its
+    second pass (see :mod:`nadam.rules`).
     """
-    return cpu.kernel(get_rule(name), _options(name, options), parallel)
+    return cpu.kernel(get_rule(name), _flags(name, hyper), parallel)
 
 
 def hyperparameters(name: str, **values) -> np.ndarray:
@@ -63,15 +67,20 @@ def hyperparameters(name: str, **values) -> np.ndarray:
     rule = get_rule(name)
     checked = {**rule.defaults, **rule.validate(values)}
     if callable(checked["lr"]):
-        raise TypeError("kernels take a number for lr: evaluate your schedule and set hp[0]")
+        fail(
+            "lr",
+            checked["lr"],
+            "a number (kernels take one: evaluate your schedule and set hp[0])",
+            TypeError,
+        )
     hp = np.zeros(rule.n_hyper)
     rule.pack(checked, hp)
     return hp
 
 
-def slots(name: str, **options) -> tuple[str, ...]:
-    """Names of the state rows of rule ``name`` with the given options."""
-    return get_rule(name).slots(_options(name, options))
+def slots(name: str, **hyper) -> tuple[str, ...]:
+    """Names of the state rows of rule ``name`` with the given hyperparameters."""
+    return get_rule(name).slots(_flags(name, hyper))
 
 
 def _float_dtype(dtype) -> np.dtype:
@@ -79,19 +88,16 @@ def _float_dtype(dtype) -> np.dtype:
     # would silently compile an integer (or mixed-precision) variant.
     dt = np.dtype(dtype)
     if dt not in (np.float32, np.float64):
-        raise TypeError(f"dtype must be float32 or float64 (the parameters' dtype), got {dt}")
+        raise TypeError(f"Invalid dtype: {dt}; allowed: float32 or float64 (the parameters' dtype)")
     return dt
 
 
 def state(name: str, n: int, dtype=np.float64, **values) -> np.ndarray:
     """A fresh ``(k, n)`` state array for rule ``name``."""
     rule = get_rule(name)
-    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
-        raise TypeError(f"n must be the number of parameters, an int, got {n!r}")
-    if n < 0:
-        raise ValueError(f"n must be the number of parameters, >= 0, got {n!r}")
+    n = check_int("n", n, 0)
     checked = {**rule.defaults, **rule.validate(values)}
-    return rule.initial_state(checked, rule.options(checked), n, _float_dtype(dtype))
+    return rule.initial_state(checked, rule.flags(checked), n, _float_dtype(dtype))
 
 
 def coefficient_buffer(name: str, dtype=np.float64) -> np.ndarray:
@@ -104,8 +110,18 @@ def aux(name: str) -> np.ndarray:
     return np.array(get_rule(name).aux_init, dtype=np.float64)
 
 
-for _name, _rule in RULES.items():
-    globals()[_name] = cpu.kernel(_rule, _rule.options(_rule.defaults), True)
-    globals()[f"{_name}_coefficients"] = cpu.coefficients(_rule)
-    __all__ += [_name, f"{_name}_coefficients"]
-del _name, _rule
+def __getattr__(name: str) -> object:
+    # nadam.kernels.<rule> and nadam.kernels.<rule>_coefficients for every rule of the
+    # registry (also one registered at run time), made on first use: importing nadam
+    # compiles nothing.
+    base = name.removesuffix("_coefficients")
+    if base in RULES:
+        rule = RULES[base]
+        if name != base:
+            return cpu.coefficients(rule)
+        return cpu.kernel(rule, rule.flags(rule.defaults), True)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *RULES, *(f"{r}_coefficients" for r in RULES)])

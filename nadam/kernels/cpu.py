@@ -6,11 +6,14 @@ parameters ``p`` and the ``(k, n)`` state ``s`` in place from the gradient ``g``
 and the per-step coefficients ``h`` (all of the parameters' dtype), and returns
 None.  A *stepper* ``step(p, g, s, hp, t, aux, h)`` first fills ``h`` from the
 float64 hyperparameters ``hp`` and the step count ``t``, then runs the kernel:
-one compiled call per optimisation step.
+one compiled call per optimisation step.  :func:`guarded_stepper` is the
+stepper of :func:`nadam.minimize`'s loops: it also refuses to write a
+non-finite parameter and keeps an average of the iterates (see there).
 
 Serial and parallel kernels run the same element function with the same
-floating-point operations in the same order (no reductions, no fastmath), so
-they agree bit for bit.
+floating-point operations in the same order, and the sums of two-pass rules are
+added block by block in a fixed order (:data:`BLOCK`), so every thread count
+gives the same bits.
 
 Speed (``docs/benchmarks.md`` has the figures, ``benchmarks/README.md`` how they
 were measured).  A large step is memory-bound: its floor is the bytes it moves.
@@ -20,40 +23,48 @@ element costs.  So:
 
 * the rule is inlined by LLVM (``forceinline``), not at numba's IR level, which
   left the serial loops of the rules using ``max`` (Adamax, AMSGrad) scalar;
-* each kernel holds three copies of the loop, each its own compiled function
-  (one loop per function is what LLVM's vectoriser handles reliably): the rule
-  as written, and copies compiled with the rule's switches ``RAW_GRAD`` /
-  ``RAW_PARAM`` on (see :mod:`nadam.rules`), which skip the multiply-adds of the
-  shared options when this step's coefficients make them identities (no
-  ``maximize``, no weight decay; or only decoupled weight decay).  The copies
-  compute the same numbers: with ``h[0] = 1, h[1] = 0`` the direction
-  ``1·g + 0·p`` is ``g`` (up to the sign of a zero, and except for an infinite
-  parameter, where skipping ``0·p`` is what torch does), and ``1·p`` is ``p``.
-  The choice is made once per call from ``h``, the same way in the serial and
-  the parallel kernel.
+* each loop is its own compiled function (one loop per function is what LLVM's
+  vectoriser handles reliably), compiled in one of three *shared modes*: the
+  rule as written (``"full"``), or with the rule's switches ``RAW_GRAD`` /
+  ``RAW_PARAM`` on (``"decoupled"``, ``"raw"``; see :mod:`nadam.rules`), which
+  skip the multiply-adds of the shared options when the hyperparameters make
+  them identities (no ``maximize``, no weight decay; or only decoupled weight
+  decay).  The copies compute the same numbers: with ``h[0] = 1, h[1] = 0`` the
+  direction ``1·g + 0·p`` is ``g`` (up to the sign of a zero, and except for an
+  infinite parameter, where skipping ``0·p`` is what torch does), and ``1·p`` is
+  ``p``.  An optimizer knows its mode from its hyperparameters and compiles only
+  that loop; the public :func:`kernel` without a mode holds all three and
+  chooses from ``h`` on each call.
 """
 
 from __future__ import annotations
 
-import types
 from functools import cache
 
 import numba
+import numpy as np
 
-from ..rules import SOURCE_HASH, Rule
+from .._specialise import rebind
+from ..rules import DECOUPLED, MAXIMIZE, WEIGHT_DECAY, Rule
 
 __all__ = [
     "ArrayShapeError",
+    "BLOCK",
     "FINITE_PARALLEL_THRESHOLD",
     "PARALLEL_THRESHOLD",
+    "SHARED_MODES",
     "all_finite",
     "all_finite_serial",
     "check_arrays",
     "check_host",
     "checked_stepper",
-    "choose_parallel",
     "coefficients",
+    "first_pass",
+    "guarded_stepper",
     "kernel",
+    "loop",
+    "prepare",
+    "shared_mode",
     "stepper",
 ]
 
@@ -72,22 +83,88 @@ PARALLEL_THRESHOLD = 2**13
 # A compile-time constant of ``all_finite``.
 FINITE_PARALLEL_THRESHOLD = 2**15
 
+#: Elements per block of the sums of a two-pass rule: each block is added up in
+#: element order, and the blocks' sums in block order, whatever the thread count.
+BLOCK = 2**14
+
+#: The shared modes of a loop: which of the options shared by every rule it applies.
+SHARED_MODES = ("raw", "decoupled", "full")
+
 _JIT = dict(error_model="numpy", cache=True, nogil=True)
 
 
-# The templates below are never called directly.  ``_specialise`` copies their
-# code into a new function whose globals name the rule, its options and the loop
-# kind; numba treats those globals as compile-time constants.  Each of the three
-# loops of a kernel is its own compiled function (one loop per function is what
-# LLVM's vectoriser handles best: with the three loops in one function it left
-# Adamax's float64 loop scalar).
+def shared_mode(hp: np.ndarray) -> str:
+    """The loop that the packed hyperparameters ``hp`` need: ``"raw"`` (no
+    maximize, no weight decay), ``"decoupled"`` (only decoupled weight decay) or
+    ``"full"``."""
+    if hp[MAXIMIZE] != 0.0 or (hp[WEIGHT_DECAY] != 0.0 and hp[DECOUPLED] == 0.0):
+        return "full"
+    return "raw" if hp[WEIGHT_DECAY] == 0.0 else "decoupled"
+
+
+# The templates below are never called directly: ``_compile`` copies their code
+# into new functions whose globals name the rule, its flags and the loop kind
+# (nadam._specialise.rebind); numba treats those globals as compile-time constants.
 def _loop_template(p, g, s, h):
     """One loop of a kernel: update ``p`` and ``s`` in place; returns None."""
-    for i in _range(p.shape[0]):  # noqa: F821 (bound by _specialise)
-        _update(p, g, s, h, i, _OPTS)  # noqa: F821
+    for i in _range(p.shape[0]):  # noqa: F821 (bound by rebind)
+        p[i] = _update(p, g, s, h, i, _FLAGS)  # noqa: F821
+
+
+def _guarded_loop_template(p, g, s, h, avg, w):
+    """As the plain loop, but an element whose new value is not finite keeps its
+    old one; returns how many did.  ``avg`` (None, or an array of p's shape)
+    moves towards the new iterate: ``avg += w·(p - avg)``."""
+    bad = 0
+    for i in _range(p.shape[0]):  # noqa: F821
+        old = p[i]
+        new = _update(p, g, s, h, i, _FLAGS)  # noqa: F821
+        finite = new - new == 0.0
+        p[i] = new if finite else old
+        bad += 0 if finite else 1
+        if avg is not None:
+            a = avg[i]
+            avg[i] = a + w * (p[i] - a)
+    return bad
+
+
+def _block_template(p, g, s, h, start, stop):
+    # One block of the first pass, in element order; the sums in float64.
+    a = 0.0
+    b = 0.0
+    for i in range(start, stop):
+        x, y = _accumulate(p, g, s, h, i, _FLAGS)  # noqa: F821
+        a += x
+        b += y
+    return a, b
+
+
+def _first_pass_template(p, g, s, h):
+    """The first pass of a two-pass rule: update ``s`` and return the rule's two
+    sums over all elements, added in a fixed order (see :data:`BLOCK`)."""
+    check_arrays(p, g, s, h, _ROWS, _N_COEFFICIENTS)  # noqa: F821
+    n = p.shape[0]
+    blocks = (n + BLOCK - 1) // BLOCK
+    partial = np.empty((blocks, 2))
+    for k in _range(blocks):  # noqa: F821
+        start = k * BLOCK
+        partial[k, 0], partial[k, 1] = _block(p, g, s, h, start, min(start + BLOCK, n))  # noqa: F821
+    a = 0.0
+    b = 0.0
+    for k in range(blocks):
+        a += partial[k, 0]
+        b += partial[k, 1]
+    return a, b
 
 
 def _kernel_template(p, g, s, h):
+    """Update the parameters ``p`` and the state ``s`` in place from the gradient
+    ``g`` and this step's coefficients ``h``; returns None."""
+    check_arrays(p, g, s, h, _ROWS, _N_COEFFICIENTS)  # noqa: F821
+    _loop(p, g, s, h)  # noqa: F821
+
+
+def _any_mode_kernel_template(p, g, s, h):
     """Update the parameters ``p`` and the state ``s`` in place from the gradient
     ``g`` and this step's coefficients ``h``; returns None."""
     check_arrays(p, g, s, h, _ROWS, _N_COEFFICIENTS)  # noqa: F821
@@ -95,9 +172,9 @@ def _kernel_template(p, g, s, h):
         if h[2] == 1:  # and no decoupled decay
             _loop_raw(p, g, s, h)  # noqa: F821
         else:
-            _loop_raw_grad(p, g, s, h)  # noqa: F821
+            _loop_decoupled(p, g, s, h)  # noqa: F821
     else:
-        _loop(p, g, s, h)  # noqa: F821
+        _loop_full(p, g, s, h)  # noqa: F821
 
 
 def _coefficients_template(hp, t, aux, h):
@@ -106,25 +183,41 @@ def _coefficients_template(hp, t, aux, h):
     _coefficients(hp, t, aux, h)  # noqa: F821
 
 
-def _stepper_template(p, g, s, hp, t, aux, h):
-    """Fill ``h`` for step ``t``, then update ``p`` and ``s`` in place; returns None."""
-    # Every check before the first write (the coefficients advance NAdam's aux).
+def _prepare_template(p, g, s, hp, t, aux, h):
+    # Every check before the first write (the coefficients advance NAdam's aux),
+    # then the coefficients and, for a two-pass rule, the first pass and the
+    # coefficients of the second.
     check_arrays(p, g, s, h, _ROWS, _N_COEFFICIENTS)  # noqa: F821
     check_host(hp, aux, h, _N_HYPER, _N_AUX, _N_COEFFICIENTS)  # noqa: F821
     _coefficients(hp, t, aux, h)  # noqa: F821
-    _kernel(p, g, s, h)  # noqa: F821
+    if _TWO_PASS:  # noqa: F821
+        sums = np.empty(2)
+        sums[0], sums[1] = _first(p, g, s, h)  # noqa: F821
+        _finish(hp, t, aux, sums, h)  # noqa: F821
+
+
+def _stepper_template(p, g, s, hp, t, aux, h):
+    """Fill ``h`` for step ``t``, then update ``p`` and ``s`` in place; returns None."""
+    _prepare(p, g, s, hp, t, aux, h)  # noqa: F821
+    _loop(p, g, s, h)  # noqa: F821
 
 
 def _checked_stepper_template(p, g, s, hp, t, aux, h):
     """As the stepper if ``g`` is all finite (returns True); else touches nothing and
     returns False."""
     check_arrays(p, g, s, h, _ROWS, _N_COEFFICIENTS)  # noqa: F821
-    check_host(hp, aux, h, _N_HYPER, _N_AUX, _N_COEFFICIENTS)  # noqa: F821
     if not _all_finite(g):  # noqa: F821
         return False
-    _coefficients(hp, t, aux, h)  # noqa: F821
-    _kernel(p, g, s, h)  # noqa: F821
+    _prepare(p, g, s, hp, t, aux, h)  # noqa: F821
+    _loop(p, g, s, h)  # noqa: F821
     return True
+
+
+def _guarded_stepper_template(p, g, s, hp, t, aux, h, avg, w):
+    """Fill ``h`` for step ``t``, then the guarded loop; returns the number of
+    elements whose new value was not finite (they keep their old value)."""
+    _prepare(p, g, s, hp, t, aux, h)  # noqa: F821
+    return _guarded_loop(p, g, s, h, avg, w)  # noqa: F821
 
 
 class ArrayShapeError(ValueError):
@@ -170,71 +263,118 @@ def check_host(hp, aux, h, n_hyper, n_aux, n_coefficients):
         raise ArrayShapeError("h", h.shape, (n_coefficients,), _SEE_H)
 
 
-def _specialise(template, name: str, bindings: dict, parallel: bool):
-    fn = types.FunctionType(template.__code__, {**globals(), **bindings}, name)
-    # numba names cache files after the qualified name: one per variant, and one
-    # per version of the rules' source, so a cached kernel is never stale.
-    fn.__qualname__ = f"{name}_{SOURCE_HASH}"
+def _compile(template, name: str, rule: Rule, parallel: bool = False, **bindings):
+    # Cache files are named after the variant and the digest of the rule's
+    # sources: a cached kernel is never stale.
+    fn = rebind(template, f"{name}_{rule.digest}", **bindings)
     return numba.njit(parallel=parallel, **_JIT)(fn)
 
 
-def _variant_name(rule: Rule, opts: tuple, parallel: bool) -> str:
-    flags = "".join(f"_{n}" for n, on in zip(rule.option_names, opts, strict=True) if on)
-    return f"{rule.name}{flags}_{'parallel' if parallel else 'serial'}"
+def _variant_name(rule: Rule, flags: tuple, parallel: bool, shared: str | None = None) -> str:
+    on = "".join(f"_{n}" for n, flag in zip(rule.flag_names, flags, strict=True) if flag)
+    mode = "" if shared is None else f"_{shared}"
+    return f"{rule.name}{on}{mode}_{'parallel' if parallel else 'serial'}"
+
+
+def _check_flags(rule: Rule, flags: tuple) -> tuple:
+    flags = tuple(bool(f) for f in flags)
+    if len(flags) != len(rule.flag_names):
+        raise ValueError(
+            f"rule {rule.name!r} has the flags {rule.flag_names}, got {len(flags)} values"
+        )
+    return flags
 
 
 @cache
-def _element(update, raw_grad: bool, raw_param: bool):
-    """``update`` compiled for inlining, with the switches ``RAW_GRAD`` and
-    ``RAW_PARAM`` of its module bound to the given constants."""
-    glb = {**update.__globals__, "RAW_GRAD": raw_grad, "RAW_PARAM": raw_param}
-    fn = types.FunctionType(
-        update.__code__, glb, update.__name__, update.__defaults__, update.__closure__
+def _element(function, shared: str):
+    """The element function ``function`` compiled for inlining, with the switches
+    ``RAW_GRAD`` and ``RAW_PARAM`` of its module set for the shared mode."""
+    raw_grad, raw_param = {"raw": (True, True), "decoupled": (True, False)}.get(
+        shared, (False, False)
     )
+    fn = rebind(function, RAW_GRAD=raw_grad, RAW_PARAM=raw_param)
     return numba.njit(forceinline=True, error_model="numpy")(fn)
 
 
-@cache
-def kernel(rule: Rule, opts: tuple = (), parallel: bool = False):
-    """The compiled in-place kernel ``kernel(p, g, s, h) -> None`` of a rule.
-
-    Parameters
-    ----------
-    rule : Rule
-        From :data:`nadam.rules.RULES`.
-    opts : tuple of bool
-        The rule's compile-time options, in ``rule.option_names`` order.
-    parallel : bool
-        ``prange`` over elements (all cores) instead of a serial loop.
-    """
-    name = _variant_name(rule, opts, parallel)
-    opts = tuple(bool(o) for o in opts)
-    loops = {}
-    for key, raw_grad, raw_param in (
-        ("_loop", False, False),
-        ("_loop_raw_grad", True, False),
-        ("_loop_raw", True, True),
-    ):
-        bindings = {
-            "_update": _element(rule.update, raw_grad, raw_param),
-            "_range": numba.prange if parallel else range,
-            "_OPTS": opts,
-        }
-        loops[key] = _specialise(_loop_template, name + key, bindings, parallel)
-    return _specialise(_kernel_template, name, {**loops, **_sizes(rule, opts)}, False)
-
-
-def _sizes(rule: Rule, opts: tuple | None = None) -> dict:
+def _sizes(rule: Rule, flags: tuple | None = None) -> dict:
     """The array lengths the checks of a rule's compiled functions expect (the
-    state's rows only with the options that shape it)."""
+    state's rows only with the flags that shape it)."""
     sizes = {
         "_N_COEFFICIENTS": rule.n_coefficients,
         "_N_HYPER": rule.n_hyper,
         "_N_AUX": len(rule.aux_init),
     }
-    if opts is not None:
-        sizes["_ROWS"] = len(rule.slots(opts))
+    if flags is not None:
+        sizes["_ROWS"] = len(rule.slots(flags))
     return sizes
+
+
+@cache
+def loop(rule: Rule, flags: tuple, parallel: bool, shared: str, guarded: bool = False):
+    """One compiled loop of a rule's kernel: ``loop(p, g, s, h) -> None`` for one shared
+    mode, or with ``guarded`` the loop of :func:`guarded_stepper`,
+    ``loop(p, g, s, h, avg, w) -> int``."""
+    if parallel:
+        _start_threads()
+    template = _guarded_loop_template if guarded else _loop_template
+    name = ("guarded_" if guarded else "loop_") + _variant_name(rule, flags, parallel, shared)
+    bindings = {
+        "_update": _element(rule.update, shared),
+        "_range": numba.prange if parallel else range,
+        "_FLAGS": flags,
+    }
+    return _compile(template, name, rule, parallel, **bindings)
+
+
+@cache
+def kernel(rule: Rule, flags: tuple = (), parallel: bool = False, shared: str | None = None):
+    """The compiled in-place kernel ``kernel(p, g, s, h) -> None`` of a rule (the
+    second pass of a two-pass rule: after :func:`first_pass` and ``rule.finish``).
+
+    Parameters
+    ----------
+    rule : Rule
+        From :data:`nadam.rules.RULES`.
+    flags : tuple of bool
+        The rule's compile-time switches, in ``rule.flag_names`` order.
+    parallel : bool
+        ``prange`` over elements (all cores) instead of a serial loop.
+    shared : {None, "raw", "decoupled", "full"}
+        The shared options the loop applies (:func:`shared_mode`); None holds
+        all three loops and chooses from ``h`` on each call.
+    """
+    flags = _check_flags(rule, flags)
+    sizes = _sizes(rule, flags)
+    if shared is None:
+        loops = {f"_loop_{mode}": loop(rule, flags, parallel, mode) for mode in SHARED_MODES}
+        name = "kernel_" + _variant_name(rule, flags, parallel)
+        return _compile(_any_mode_kernel_template, name, rule, **loops, **sizes)
+    name = "kernel_" + _variant_name(rule, flags, parallel, shared)
+    return _compile(
+        _kernel_template, name, rule, _loop=loop(rule, flags, parallel, shared), **sizes
+    )
+
+
+@cache
+def first_pass(rule: Rule, flags: tuple = (), parallel: bool = False, shared: str = "full"):
+    """The first pass ``first(p, g, s, h) -> (a, b)`` of a two-pass rule: it updates
+    the state and returns the rule's two sums over all elements."""
+    if rule.accumulate is None:
+        raise ValueError(f"rule {rule.name!r} has one pass")
+    if parallel:
+        _start_threads()
+    flags = _check_flags(rule, flags)
+    block = numba.njit(error_model="numpy", nogil=True)(
+        rebind(
+            _block_template,
+            "block_" + _variant_name(rule, flags, False, shared),
+            _accumulate=_element(rule.accumulate, shared),
+            _FLAGS=flags,
+        )
+    )
+    name = "first_" + _variant_name(rule, flags, parallel, shared)
+    bindings = {"_block": block, "_range": numba.prange if parallel else range}
+    return _compile(_first_pass_template, name, rule, parallel, **bindings, **_sizes(rule, flags))
 
 
 @cache
@@ -242,18 +382,48 @@ def coefficients(rule: Rule):
     """The compiled ``coefficients(hp, t, aux, h) -> None`` of a rule, which checks
     the lengths of ``hp``, ``aux`` and ``h`` first."""
     bindings = {"_coefficients": rule.coefficients, **_sizes(rule)}
-    return _specialise(_coefficients_template, "coefficients_" + rule.name, bindings, False)
+    return _compile(_coefficients_template, "coefficients_" + rule.name, rule, **bindings)
 
 
 @cache
-def stepper(rule: Rule, opts: tuple = (), parallel: bool = False):
+def prepare(rule: Rule, flags: tuple, parallel: bool, shared: str):
+    """``prepare(p, g, s, hp, t, aux, h) -> None``: the checks and the coefficients of a
+    step, and for a two-pass rule its first pass and ``finish`` (everything before
+    the loop that writes the parameters)."""
+    two_pass = rule.accumulate is not None
+    bindings = {
+        "_coefficients": rule.coefficients,
+        "_TWO_PASS": two_pass,
+        "_first": first_pass(rule, flags, parallel, shared) if two_pass else None,
+        "_finish": rule.finish,
+        **_sizes(rule, flags),
+    }
+    name = "prepare_" + _variant_name(rule, flags, parallel, shared)
+    return _compile(_prepare_template, name, rule, **bindings)
+
+
+def _stepper(template, prefix: str, rule, flags, parallel, shared, **bindings):
+    flags = _check_flags(rule, flags)
+    bindings = {
+        "_prepare": prepare(rule, flags, parallel, shared),
+        "_loop": loop(rule, flags, parallel, shared),
+        **_sizes(rule, flags),
+        **bindings,
+    }
+    return _compile(
+        template, prefix + _variant_name(rule, flags, parallel, shared), rule, **bindings
+    )
+
+
+@cache
+def stepper(rule: Rule, flags: tuple = (), parallel: bool = False, shared: str = "full"):
     """The compiled ``step(p, g, s, hp, t, aux, h) -> None`` of a rule: coefficients,
-    then the kernel, in one call."""
-    return _stepper(_stepper_template, "step_", rule, opts, parallel)
+    then the kernel (both passes of a two-pass rule), in one call."""
+    return _stepper(_stepper_template, "step_", rule, flags, parallel, shared)
 
 
 @cache
-def checked_stepper(rule: Rule, opts: tuple = (), parallel: bool = False):
+def checked_stepper(rule: Rule, flags: tuple = (), parallel: bool = False, shared: str = "full"):
     """The compiled ``step(p, g, s, hp, t, aux, h) -> bool``: if every element of
     ``g`` is finite, as :func:`stepper` and returns True; otherwise returns False
     and touches nothing (``aux`` and ``h`` included).  One compiled call instead
@@ -261,19 +431,30 @@ def checked_stepper(rule: Rule, opts: tuple = (), parallel: bool = False):
     # A serial stepper never calls a prange loop (nor needs one for the check: it
     # serves arrays below PARALLEL_THRESHOLD, or a single thread).
     check = all_finite if parallel else all_finite_serial
-    return _stepper(_checked_stepper_template, "checked_step_", rule, opts, parallel, check)
+    return _stepper(
+        _checked_stepper_template, "checked_step_", rule, flags, parallel, shared, _all_finite=check
+    )
 
 
-def _stepper(template, prefix: str, rule: Rule, opts: tuple, parallel: bool, check=None):
-    bindings = {
-        "_coefficients": rule.coefficients,
-        "_kernel": kernel(rule, opts, parallel),
-        "_all_finite": check,
-        **_sizes(rule, opts),
-    }
-    if parallel:
-        _start_threads()
-    return _specialise(template, prefix + _variant_name(rule, opts, parallel), bindings, False)
+@cache
+def guarded_stepper(rule: Rule, flags: tuple = (), parallel: bool = False, shared: str = "full"):
+    """The compiled ``step(p, g, s, hp, t, aux, h, avg, w) -> int`` of the loops of
+    :func:`nadam.minimize`: as :func:`stepper`, but an element whose new value is
+    not finite keeps its old value (the loop then stops: it never hands back a
+    non-finite iterate), and ``avg`` (None, or an array of p's shape) moves
+    towards the new iterate, ``avg += w·(p - avg)`` (iterate averaging), in the
+    same pass.  Returns the number of elements that kept their old value."""
+    flags = _check_flags(rule, flags)
+    guarded = loop(rule, flags, parallel, shared, guarded=True)
+    return _stepper(
+        _guarded_stepper_template,
+        "guarded_step_",
+        rule,
+        flags,
+        parallel,
+        shared,
+        _guarded_loop=guarded,
+    )
 
 
 # Reassociation only: lets the sum vectorise, and any order of adding zeros
@@ -310,14 +491,12 @@ def all_finite(x):
 
 
 def _start_threads() -> None:
-    # numba 0.68 caches a serial function that calls a prange loop read from the
-    # cache without the hook that starts the threads when it is loaded: a stepper
-    # compiled over a cached kernel crashed on its first call in a later process,
-    # unless something had started the threads.  So the steppers that run prange
-    # loops start them when they are handed out.  (Not at import: every forked
-    # child that runs a prange loop would then abort, GNU OpenMP not being
-    # fork-safe.  The kernels themselves are compiled with their loops, so their
-    # cached code keeps the hook.)
+    # numba 0.68 links a prange loop read from its cache into a caller without
+    # loading the threading layer: compiling the caller then fails ("LLVM ERROR:
+    # Symbol not found: allocate_sched"), and a caller read from the cache crashed
+    # on its first call in a later process, unless something had started the
+    # threads.  So every prange loop starts them when it is handed out (not at
+    # import: a process that never runs one keeps its fork safe).
     numba.get_num_threads()
 
 

@@ -1,5 +1,5 @@
 """CUDA kernels: each rule of :mod:`nadam.rules` compiled as a grid-stride
-``@cuda.jit`` kernel, and the device side of the optimizer classes.
+``@cuda.jit`` kernel, and the reductions the device loops need.
 
 A kernel has the signature ``kernel[blocks, threads](p, g, s, h)``: it updates
 the flat device parameters ``p`` and the ``(k, n)`` device state ``s`` in place
@@ -7,24 +7,22 @@ from the device gradient ``g``, and returns None.  ``h`` is the rule's per-step
 coefficients as a *tuple* of scalars of the parameters' dtype, not an array:
 
 * Kernel parameters are passed by value in the launch itself (the parameter
-  buffer, up to 4 KiB; here at most 11 × 8 bytes), so a step is one driver call.
-  An ``h`` device array would need a host-to-device copy before every launch
-  (a second driver call, ~10 µs, plus a hazard if the host buffer is reused
-  while an asynchronous copy is in flight).
+  buffer, up to 4 KiB; here at most a few dozen × 8 bytes), so a step is one
+  driver call.  An ``h`` device array would need a host-to-device copy before
+  every launch (a second driver call, ~10 µs, plus a hazard if the host buffer
+  is reused while an asynchronous copy is in flight).
 * The kernel reads the values from the constant bank, which every thread of a
   warp reads at once at no cost in memory bandwidth.
 * The scalars have the parameters' dtype (``tuple(h)`` of a float32 ``h``
   gives ``numpy.float32`` items), so a float32 kernel does float32 arithmetic.
 
-The price is host-side: numba marshals each scalar in Python, about a
-microsecond per item by our estimate (not measured on hardware), which is less
-than the copy it replaces.
-
 The kernels are built from the *same* ``rule.update`` functions as the CPU
-loops, compiled with ``cuda.jit(device=True)``: :func:`kernel` copies a loop
-template into a new function whose globals name the rule and its options, as
-:mod:`nadam.kernels.cpu` does, and numba treats those globals as compile-time
-constants.
+loops, compiled with ``cuda.jit(device=True)``: a loop template is copied into
+a new function whose globals name the rule and its flags
+(:func:`nadam._specialise.rebind`), and numba treats those globals as
+compile-time constants.  The host side (state, launch bookkeeping, read-backs)
+lives with its users: :mod:`nadam.device` for the optimizer classes,
+:mod:`nadam.loop.device` for :func:`nadam.minimize`.
 
 numba-cuda is imported lazily, on the first use of a device array: importing
 nadam never needs it.  Without it, :func:`load` raises ``ImportError`` (install
@@ -44,19 +42,24 @@ from typing import Any
 import numba
 import numpy as np
 
-from ..rules import SOURCE_HASH, Rule
+from .._specialise import rebind
+from ..rules import Rule
 
 __all__ = [
     "BLOCKS_PER_SM",
+    "INSTALL_HINT",
     "THREADS",
-    "Device",
-    "InfNorm",
-    "all_finite",
+    "as_numba",
+    "first_pass",
+    "inf_norm_kernel",
     "is_device_array",
     "kernel",
     "launch_config",
+    "launcher",
     "load",
-    "projector",
+    "nonfinite_kernel",
+    "project_kernel",
+    "simulated",
 ]
 
 #: Threads per block: a multiple of the warp size that lets 8 blocks share an SM.
@@ -68,8 +71,6 @@ THREADS = 256
 BLOCKS_PER_SM = 8
 
 INSTALL_HINT = "pip install nadam[cuda]"
-
-_JIT: dict[str, Any] = dict(cache=True)
 
 
 # ---------------------------------------------------------------------------
@@ -123,6 +124,20 @@ def is_device_array(x: object) -> bool:
     )
 
 
+def as_numba(x: Any) -> Any:
+    """``x`` as a numba device array (no copy): numba arrays as they are, others
+    through ``numba.cuda.as_cuda_array`` (which waits for the stream they name)."""
+    if getattr(x, "__cuda_ndarray__", False) is True:
+        return x
+    cuda = load()
+    if not hasattr(cuda, "as_cuda_array"):
+        raise TypeError(
+            "the CUDA simulator only takes numba device arrays (numba.cuda.to_device), "
+            f"got {type(x).__name__}"
+        )
+    return cuda.as_cuda_array(x)
+
+
 # ---------------------------------------------------------------------------
 # Kernels
 # ---------------------------------------------------------------------------
@@ -133,16 +148,65 @@ def is_device_array(x: object) -> bool:
 _index = numba.uint64
 
 
-# The templates below are never called directly: ``_specialise`` copies their
-# code into a new function whose globals bind ``cuda``, ``_update`` and
-# ``_OPTS`` (the same trick as nadam.kernels.cpu).
+# The templates below are never called directly: ``_compile`` copies their code
+# into a new function whose globals bind ``cuda``, ``_update`` and ``_FLAGS``.
 def _kernel_template(p, g, s, h):
-    i = _index(cuda.grid(1))  # noqa: F821 (bound by _specialise)
+    i = _index(cuda.grid(1))  # noqa: F821 (bound by rebind)
     stride = _index(cuda.gridsize(1))  # noqa: F821
     n = _index(p.shape[0])
     while i < n:
-        _update(p, g, s, h, i, _OPTS)  # noqa: F821
+        p[i] = _update(p, g, s, h, i, _FLAGS)  # noqa: F821
         i += stride
+
+
+def _guarded_kernel_template(p, g, s, h, avg, w, flag):
+    # As the CPU's guarded loop: a non-finite new value is not written (flag[0] is
+    # set instead: an OR without atomics, every writer stores the same 1), and with
+    # _AVERAGE the average moves towards the new iterate.
+    i = _index(cuda.grid(1))  # noqa: F821
+    stride = _index(cuda.gridsize(1))  # noqa: F821
+    n = _index(p.shape[0])
+    while i < n:
+        new = _update(p, g, s, h, i, _FLAGS)  # noqa: F821
+        if new - new == 0:
+            p[i] = new
+        else:
+            flag[0] = 1
+        if _AVERAGE:  # noqa: F821 (a compile-time constant: the branch is pruned)
+            a = avg[i]
+            avg[i] = a + w * (p[i] - a)
+        i += stride
+
+
+def _first_pass_template(p, g, s, h, partial):
+    # partial[block, :] = this block's two sums of the rule's first pass; a
+    # shared-memory tree adds the threads' sums (fixed order for a fixed grid).
+    buf = cuda.shared.array((THREADS, 2), numba.float64)  # noqa: F821
+    tid = cuda.threadIdx.x  # noqa: F821
+    i = _index(cuda.grid(1))  # noqa: F821
+    stride = _index(cuda.gridsize(1))  # noqa: F821
+    n = _index(p.shape[0])
+    a = 0.0
+    b = 0.0
+    while i < n:
+        x, y = _accumulate(p, g, s, h, i, _FLAGS)  # noqa: F821
+        a += x
+        b += y
+        i += stride
+    buf[tid, 0] = a
+    buf[tid, 1] = b
+    cuda.syncthreads()  # noqa: F821
+    width = cuda.blockDim.x  # noqa: F821
+    step = 1
+    while step < width:
+        if tid % (2 * step) == 0 and tid + step < width:
+            buf[tid, 0] += buf[tid + step, 0]
+            buf[tid, 1] += buf[tid + step, 1]
+        step *= 2
+        cuda.syncthreads()  # noqa: F821
+    if tid == 0:
+        partial[cuda.blockIdx.x, 0] = buf[0, 0]  # noqa: F821
+        partial[cuda.blockIdx.x, 1] = buf[0, 1]  # noqa: F821
 
 
 def _nonfinite_template(x, flag):
@@ -161,12 +225,11 @@ def _nonfinite_template(x, flag):
 def _inf_norm_template(x, g, lo, hi, partial):
     # partial[block] = max_i |g_i| over this block's elements, or, with _PROJECTED,
     # max_i |P(x_i - g_i) - x_i| (P: the clip onto [lo_i, hi_i]), the same measures
-    # and arithmetic (in g's dtype) as nadam.minimize's _inf_norm and
-    # _projected_inf_norm.  NaN is sticky in the max (a NaN operand wins), and with
+    # and arithmetic (in g's dtype) as nadam.loop.tracker's inf_norm and
+    # projected_inf_norm.  NaN is sticky in the max (a NaN operand wins), and with
     # _PROJECTED a non-finite g_i gives NaN, as on the CPU: a finite result
     # certifies a finite gradient.  A shared-memory tree reduces each block, so
-    # one write per block and no atomics (float atomics are a CAS loop, and their
-    # order would not matter here but their contention on one address would).
+    # one write per block and no atomics.
     buf = cuda.shared.array(THREADS, numba.float64)  # noqa: F821
     tid = cuda.threadIdx.x  # noqa: F821
     i = _index(cuda.grid(1))  # noqa: F821
@@ -207,7 +270,7 @@ def _inf_norm_template(x, g, lo, hi, partial):
 
 
 def _project_template(x, lo, hi):
-    # Clip x onto [lo, hi] in place, as nadam.minimize._project.
+    # Clip x onto [lo, hi] in place, as nadam.loop.tracker.project.
     i = _index(cuda.grid(1))  # noqa: F821
     stride = _index(cuda.gridsize(1))  # noqa: F821
     n = _index(x.shape[0])
@@ -220,35 +283,42 @@ def _project_template(x, lo, hi):
         i += stride
 
 
-def _specialise(template, name: str, bindings: dict, **jit):
+def _compile(template, name: str, **bindings):
     cuda = load()
-    fn = types.FunctionType(template.__code__, {**globals(), "cuda": cuda, **bindings}, name)
-    # Cache files are named after the qualified name: one per variant and per
-    # version of the rules' source, so a cached kernel is never stale.
-    fn.__qualname__ = f"{name}_{SOURCE_HASH}"
-    return cuda.jit(**jit)(fn)
+    fn = rebind(template, name, cuda=cuda, THREADS=THREADS, **bindings)
+    return cuda.jit(cache=True)(fn)
 
 
 @cache
-def _device_update(update):
-    # One device function per update function (Adam and AdamW share theirs);
-    # inlined into the kernel, where the constant options prune the branches.
-    return load().jit(device=True, inline="always")(update)
+def _device_function(function):
+    # One device function per element function (Adam and AdamW share theirs);
+    # inlined into the kernel, where the constant flags prune the branches.
+    return load().jit(device=True, inline="always")(function)
+
+
+def _name(rule: Rule, flags: tuple, kind: str) -> str:
+    on = "".join(f"_{n}" for n, flag in zip(rule.flag_names, flags, strict=True) if flag)
+    # Cache files are named after the variant and the rule's sources: never stale.
+    return f"{kind}_{rule.name}{on}_cuda_{rule.digest}"
 
 
 @cache
-def kernel(rule: Rule, opts: tuple = ()):
-    """The CUDA kernel ``kernel[blocks, threads](p, g, s, h) -> None`` of a rule.
+def kernel(rule: Rule, flags: tuple = (), guarded: bool = False, average: bool = False):
+    """The CUDA kernel of a rule (the second pass of a two-pass rule).
 
-    It mutates ``p`` and ``s`` in place and returns None.  Any grid works (the
-    loop strides over the whole array); :func:`launch_config` gives a good one.
+    ``kernel[blocks, threads](p, g, s, h) -> None`` updates ``p`` and ``s`` in
+    place.  With ``guarded``, ``kernel[...](p, g, s, h, avg, w, flag)`` leaves an
+    element whose new value is not finite as it was and sets ``flag[0] = 1``
+    (the device side of :func:`nadam.kernels.cpu.guarded_stepper`); with
+    ``average`` too, ``avg += w·(p - avg)`` in the same pass.  Any grid works
+    (the loop strides over the whole array); :func:`launch_config` gives a good one.
 
     Parameters
     ----------
     rule : Rule
         From :data:`nadam.rules.RULES`.
-    opts : tuple of bool
-        The rule's compile-time options, in ``rule.option_names`` order.
+    flags : tuple of bool
+        The rule's compile-time switches, in ``rule.flag_names`` order.
 
     Notes
     -----
@@ -256,32 +326,62 @@ def kernel(rule: Rule, opts: tuple = ()):
     ``h`` is a tuple of ``rule.n_coefficients`` scalars of that dtype (for
     example ``tuple(h)`` of the array that ``rule.coefficients`` fills).
     """
-    opts = tuple(bool(o) for o in opts)
-    flags = "".join(f"_{n}" for n, on in zip(rule.option_names, opts, strict=True) if on)
-    bindings = {"_update": _device_update(rule.update), "_OPTS": opts}
-    return _specialise(_kernel_template, f"{rule.name}{flags}_cuda", bindings, **_JIT)
+    flags = tuple(bool(f) for f in flags)
+    update = _device_function(rule.update)
+    if not guarded:
+        return _compile(
+            _kernel_template, _name(rule, flags, "kernel"), _update=update, _FLAGS=flags
+        )
+    kind = "guarded_average" if average else "guarded"
+    return _compile(
+        _guarded_kernel_template,
+        _name(rule, flags, kind),
+        _update=update,
+        _FLAGS=flags,
+        _AVERAGE=bool(average),
+    )
 
 
 @cache
-def _nonfinite_kernel():
-    return _specialise(_nonfinite_template, "nonfinite_cuda", {}, **_JIT)
+def first_pass(rule: Rule, flags: tuple = ()):
+    """The first pass ``first[blocks, THREADS](p, g, s, h, partial)`` of a two-pass
+    rule: updates ``s`` and writes each block's two sums into ``partial`` (a
+    ``(blocks, 2)`` float64 device array), for the host to add up in order."""
+    flags = tuple(bool(f) for f in flags)
+    return _compile(
+        _first_pass_template,
+        _name(rule, flags, "first"),
+        _accumulate=_device_function(rule.accumulate),
+        _FLAGS=flags,
+    )
 
 
 @cache
-def _inf_norm_kernel(projected: bool):
+def nonfinite_kernel():
+    """``nonfinite[grid](x, flag)``: sets ``flag[0] = 1`` if ``x`` holds a NaN or an infinity."""
+    return _compile(_nonfinite_template, "nonfinite_cuda")
+
+
+@cache
+def inf_norm_kernel(projected: bool):
+    """``norm[grid](x, g, lo, hi, partial)``: each block's ``max |g_i|`` (or, projected,
+    ``max |P(x_i - g_i) - x_i|``) into ``partial[block]``; NaN when a ``g_i`` is."""
     name = "projected_inf_norm_cuda" if projected else "inf_norm_cuda"
-    return _specialise(_inf_norm_template, name, {"_PROJECTED": bool(projected)}, **_JIT)
+    return _compile(_inf_norm_template, name, _PROJECTED=bool(projected))
 
 
 @cache
-def _project_kernel():
-    return _specialise(_project_template, "project_cuda", {}, **_JIT)
+def project_kernel():
+    """``project[grid](x, lo, hi)``: clip ``x`` onto ``[lo, hi]`` in place."""
+    return _compile(_project_template, "project_cuda")
 
 
 @lru_cache(maxsize=256)
-def _launch_config(n: int, sm_count: int) -> tuple[int, int]:
-    # Small arrays get one small block (no idle warps); large ones a grid that
-    # fills every SM once and strides over the rest.
+def grid_for(n: int, sm_count: int) -> tuple[int, int]:
+    """``(blocks, threads)`` for ``n`` elements on a device with ``sm_count`` SMs.
+
+    Small arrays get one small block (no idle warps); large ones a grid that
+    fills every SM once and strides over the rest."""
     threads = min(THREADS, 32 * max(1, -(-n // 32)))
     blocks = max(1, min(-(-n // threads), sm_count * BLOCKS_PER_SM))
     return blocks, threads
@@ -295,10 +395,10 @@ def launch_config(n: int) -> tuple[int, int]:
     """
     device = load().get_current_device()
     # The simulator's device has no attributes: one SM.
-    return _launch_config(int(n), int(getattr(device, "MULTIPROCESSOR_COUNT", 1)))
+    return grid_for(int(n), int(getattr(device, "MULTIPROCESSOR_COUNT", 1)))
 
 
-def _configured(kern, n: int, grid: tuple[int, int] | None = None):
+def launcher(kern, n: int, grid: tuple[int, int] | None = None):
     """A launcher ``launch(*args)`` of ``kern`` over ``n`` elements (on ``grid``,
     ``(blocks, threads)``, if given), built once."""
     blocks, threads = launch_config(n) if grid is None else grid
@@ -312,220 +412,3 @@ def _configured(kern, n: int, grid: tuple[int, int] | None = None):
         # numba warns about grids under 128 blocks, which small arrays need.
         warnings.simplefilter("ignore", NumbaPerformanceWarning)
         return kern[blocks, threads]
-
-
-class _FiniteCheck:
-    """``check(x) -> bool``: whether the device array ``x`` is all finite.
-
-    One read of ``x`` on the device and a 4-byte read back (which waits for the
-    kernel: the one synchronisation per checked step).  The flag is cleared
-    only after it was set, so a clean step costs no extra transfer.
-    """
-
-    def __init__(self, n: int):
-        cuda = load()
-        self._launch = _configured(_nonfinite_kernel(), n)
-        self._flag = cuda.to_device(np.zeros(1, np.int32))
-        self._host = cuda.pinned_array(1, np.int32)
-
-    def __call__(self, x) -> bool:
-        self._launch(x, self._flag)
-        self._flag.copy_to_host(self._host)
-        if self._host[0] == 0:
-            return True
-        self._flag.copy_to_device(np.zeros(1, np.int32))
-        return False
-
-
-class InfNorm:
-    """``norm(x, g, lo, hi) -> float``: the gradient norm of :func:`nadam.minimize.minimize`
-    for flat device arrays, computed on the device.
-
-    ``max_i |g_i|``, or with ``projected=True`` the projected-gradient norm
-    ``max_i |P(x_i - g_i) - x_i|`` (P: the clip onto ``[lo, hi]``); NaN when any
-    ``g_i`` is NaN (and, projected, when any is infinite), so a finite result
-    certifies a finite gradient.  Equal to the CPU helpers' value, bit for bit:
-    the same arithmetic in g's dtype, and a max does not depend on its order.
-
-    Two launches (per-block maxima, then one block over those; one when a single
-    block covers ``n``) and an 8-byte read back, which waits for the kernels:
-    the one synchronisation per step that a host-side stopping test needs anyway.
-    Without ``projected``, ``x``, ``lo`` and ``hi`` are ignored (pass ``g``).
-
-    Parameters
-    ----------
-    n : int
-        Number of elements of the flat arrays.
-    projected : bool
-        Whether to compute the projected norm (``lo``, ``hi``: the bounds).
-    """
-
-    def __init__(self, n: int, projected: bool = False):
-        cuda = load()
-        blocks, _ = launch_config(n)
-        self._first = _configured(_inf_norm_kernel(projected), n)
-        # The second pass reads the per-block maxima as a plain (non-projected) norm
-        # (they are >= 0 or NaN, so |m| = m) in one block, which must write out[0]:
-        # launch_config would give several blocks for over THREADS maxima.
-        grid = (1, min(THREADS, 32 * -(-blocks // 32)))
-        self._second = None if blocks == 1 else _configured(_inf_norm_kernel(False), blocks, grid)
-        self._partial = cuda.device_array(blocks, np.float64)
-        self._out = cuda.device_array(1, np.float64)
-        self._host = cuda.pinned_array(1, np.float64)
-
-    def __call__(self, x, g, lo, hi) -> float:
-        partial, out = self._partial, self._out
-        if self._second is None:
-            self._first(x, g, lo, hi, out)
-        else:
-            self._first(x, g, lo, hi, partial)
-            self._second(partial, partial, partial, partial, out)
-        out.copy_to_host(self._host)
-        return float(self._host[0])
-
-
-def projector(n: int):
-    """``project(x, lo, hi) -> None``: clip the flat ``n``-element device array ``x``
-    onto ``[lo, hi]`` in place (device arrays of x's dtype), one launch, asynchronous."""
-    return _configured(_project_kernel(), n)
-
-
-def all_finite(x: Any) -> bool:
-    """True if every element of the C-contiguous device array ``x`` is finite
-    (one pass on the device, then a 4-byte read back)."""
-    x = _as_numba(load(), x)
-    x = x if x.ndim == 1 else x.reshape(x.size)
-    return _FiniteCheck(x.size)(x)
-
-
-# ---------------------------------------------------------------------------
-# Device arrays in the optimizer classes
-# ---------------------------------------------------------------------------
-
-
-def _as_numba(cuda, x):
-    if getattr(x, "__cuda_ndarray__", False) is True:
-        return x  # already a numba (or simulator) device array
-    if not hasattr(cuda, "as_cuda_array"):
-        raise TypeError(
-            "the CUDA simulator only takes numba device arrays (numba.cuda.to_device), "
-            f"got {type(x).__name__}"
-        )
-    return cuda.as_cuda_array(x)
-
-
-def _describe(x) -> str:
-    return type(x).__module__.split(".")[0] + "." + type(x).__name__
-
-
-class Device:
-    """The device side of an :class:`~nadam.optimizers.Optimizer` bound to a CUDA array.
-
-    Wraps the parameters (any ``__cuda_array_interface__`` object) as a flat
-    numba device view and provides what the optimizer needs on the device:
-    state allocation, the stepper, the finiteness check, gradient checks and
-    copies to and from the host.  Nothing here copies between host and device
-    during a step.
-
-    Parameters
-    ----------
-    params : array with ``__cuda_array_interface__``
-        C-contiguous, writable float32 or float64 device array, updated in place.
-        A torch tensor that requires grad has no such interface: pass
-        ``tensor.detach()``, which shares its memory.
-
-    Notes
-    -----
-    Kernels run on numba's default stream.  Arrays from other libraries are
-    wrapped with ``numba.cuda.as_cuda_array``, which waits for the stream they
-    name in their interface (CUDA Array Interface v3), on every step for a
-    foreign gradient; numba device arrays skip the wrapping and that wait.  Set
-    ``NUMBA_CUDA_ARRAY_INTERFACE_SYNC=0`` to skip it when the producer uses the
-    default stream too.
-    """
-
-    def __init__(self, params: Any):
-        cuda = load()
-        self._cuda = cuda
-        arr = _as_numba(cuda, params)
-        if arr.dtype not in (np.float32, np.float64):
-            raise TypeError(f"params must have dtype float32 or float64, got {arr.dtype}")
-        if not arr.is_c_contiguous():
-            raise TypeError(
-                "params must be a C-contiguous device array so it can be updated in place"
-            )
-        interface = getattr(params, "__cuda_array_interface__", None)
-        if interface is not None and interface["data"][1]:
-            raise TypeError("params must be writable, got a read-only device array")
-        self.shape = tuple(arr.shape)
-        self.dtype = np.dtype(arr.dtype)
-        self.size = int(arr.size)
-        #: The flat device view that the kernels update (shares memory with params).
-        self.params = arr.reshape(self.size) if arr.ndim != 1 else arr
-        self.all_finite = _FiniteCheck(self.size)
-
-    def stepper(self, rule: Rule, opts: tuple):
-        """``step(p, g, s, hp, t, aux, h) -> None``: host coefficients, then one launch.
-
-        Same signature as :func:`nadam.kernels.cpu.stepper`; ``h`` is the host
-        coefficient buffer, passed to the kernel by value as a tuple.
-        """
-        coefficients = rule.coefficients
-        launch = _configured(kernel(rule, opts), self.size)
-
-        def step(p, g, s, hp, t, aux, h):
-            coefficients(hp, t, aux, h)
-            launch(p, g, s, tuple(h))
-
-        return step
-
-    def checked_stepper(self, rule: Rule, opts: tuple):
-        """``step(p, g, s, hp, t, aux, h) -> bool``: as :meth:`stepper` if ``g`` is
-        all finite (returns True); otherwise touches nothing and returns False.
-        Same signature as :func:`nadam.kernels.cpu.checked_stepper`."""
-        step = self.stepper(rule, opts)
-
-        def checked_step(p, g, s, hp, t, aux, h):
-            if not all_finite(g):
-                return False
-            step(p, g, s, hp, t, aux, h)
-            return True
-
-        return checked_step
-
-    def grad(self, grad: Any):
-        """The flat device view of ``grad``, after checking it matches the parameters."""
-        if not is_device_array(grad):
-            raise TypeError(
-                f"grad must be a CUDA device array like the parameters, got {_describe(grad)}; "
-                "nadam never copies between host and device inside step()"
-            )
-        g = _as_numba(self._cuda, grad)
-        if tuple(g.shape) != self.shape:
-            raise ValueError(
-                f"grad has shape {tuple(g.shape)}, but the parameters have shape {self.shape}"
-            )
-        if g.dtype != self.dtype:
-            raise TypeError(
-                f"grad has dtype {g.dtype}, but the parameters have dtype {self.dtype}; "
-                "nadam never mixes precisions: cast the gradient"
-            )
-        if g.ndim == 1:
-            return g
-        if not g.is_c_contiguous():
-            raise TypeError("grad must be C-contiguous on the device")
-        return g.reshape(self.size)
-
-    def to_device(self, host: np.ndarray):
-        """A new device array holding a copy of ``host``."""
-        return self._cuda.to_device(np.ascontiguousarray(host))
-
-    @staticmethod
-    def to_host(dev) -> np.ndarray:
-        """A host NumPy copy of the device array ``dev`` (waits for pending work)."""
-        return dev.copy_to_host()
-
-    @staticmethod
-    def copy_in(dev, host: np.ndarray) -> None:
-        """Overwrite the device array ``dev`` with ``host`` (same shape and dtype)."""
-        dev.copy_to_device(np.ascontiguousarray(host))

@@ -1,6 +1,7 @@
 """Kernel benchmark: nadam's update kernels against a memory floor and the peers.
 
-``python -m nadam bench [--quick]`` (or :func:`main`) times, in one process and
+``python -m nadam bench [--quick]`` (from a source checkout), ``python
+benchmarks/bench.py``, or :func:`main` times, in one process and
 interleaved (round-robin, best and median of several rounds):
 
 * ``nadam serial`` / ``nadam parallel``: the compiled kernel ``kernel(p, g, s, h)``
@@ -12,9 +13,15 @@ interleaved (round-robin, best and median of several rounds):
 * ``nadam step``: the public ``Optimizer.step(g)`` (Python call, gradient checks,
   default ``nonfinite="raise"`` finiteness pass, host coefficients, kernel), and
   the same with ``nonfinite="ignore"``;
-* ``numpy``: the textbook NumPy implementation (temporaries and all);
-* when installed: ``torch.optim`` (for-loop, ``foreach``, ``fused`` where torch
-  has it) and ``optax`` under ``jax.jit`` (donated buffers).
+* ``numpy``: the textbook NumPy implementation (temporaries and all): the
+  naive reference the tests check every rule against (``tests/naive.py``);
+* when installed: the rule's reference implementation (``torch.optim`` for-loop,
+  ``foreach``, ``fused`` where torch has it; ``prodigyopt``, ``schedulefree``)
+  and ``optax`` under ``jax.jit`` (donated buffers).
+
+The cases, the references and the textbook steps all come from the registry
+(:data:`nadam.rules.RULES`) and the tests' naive references: a new rule is
+benchmarked without an edit here.
 
 It prints ns per element, the ratio of each kernel to its floor (serial to serial,
 parallel to parallel), each peer's time over nadam's, and the effective bandwidth
@@ -31,6 +38,7 @@ from __future__ import annotations
 import argparse
 import gc
 import hashlib
+import importlib
 import importlib.metadata as _metadata
 import inspect
 import math
@@ -39,14 +47,18 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numba
 import numpy as np
 
-from . import kernels as _kernels
-from . import optimizers as _optimizers
-from .kernels import cpu
-from .rules import RULES, Hyper, Rule, get_rule
+from nadam import kernels as _kernels
+from nadam.kernels import cpu
+from nadam.optimizers import optimizer_class
+from nadam.rules import RULES, Hyper, Rule, get_rule
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from naive import NaiveOptimizer  # noqa: E402 (the tests' references are the textbook steps)
 
 __all__ = [
     "CASES",
@@ -82,30 +94,37 @@ class Case:
         return f"{self.rule}({flags})" if flags else self.rule
 
     @property
-    def opts(self) -> tuple:
+    def flags(self) -> tuple:
         r = get_rule(self.rule)
-        return r.options({**r.defaults, **r.validate(self.kw)})
+        return r.flags({**r.defaults, **r.validate(self.kw)})
 
     @property
     def n_slots(self) -> int:
-        return len(get_rule(self.rule).slots(self.opts))
+        return len(get_rule(self.rule).slots(self.flags))
 
 
-#: Every rule with its default options, plus the heavy variants (9 arrays per element).
-CASES: tuple[Case, ...] = (
-    Case("sgd"),
-    Case("sgd", (("momentum", 0.9),)),
-    Case("rmsprop"),
-    Case("rmsprop", (("centered", True), ("momentum", 0.9))),
-    Case("adagrad"),
-    Case("adadelta"),
-    Case("adam"),
-    Case("adam", (("amsgrad", True),)),
-    Case("adamw"),
-    Case("adamax"),
-    Case("nadam"),
-    Case("radam"),
-)
+def cases() -> tuple[Case, ...]:
+    """Every rule of the registry with its defaults, plus the variant of its examples
+    with the most state rows where that is more (the heavy variants), with the
+    defaults' step size."""
+    out = []
+    for name, rule in RULES.items():
+        out.append(Case(name))
+        default_rows = len(rule.slots(rule.flags(rule.defaults)))
+        heaviest, rows = None, default_rows
+        for example in rule.examples:
+            shaping = {k: v for k, v in example.items() if k != "lr"}
+            values = {**rule.defaults, **rule.validate(shaping)}
+            n = len(rule.slots(rule.flags(values)))
+            if n > rows:
+                heaviest, rows = shaping, n
+        if heaviest:
+            out.append(Case(name, tuple(sorted(heaviest.items()))))
+    return tuple(out)
+
+
+#: The cases of :func:`cases` for the rules registered at import.
+CASES: tuple[Case, ...] = cases()
 
 
 def bytes_per_element(n_slots: int, itemsize: int) -> int:
@@ -119,18 +138,20 @@ def bytes_per_element(n_slots: int, itemsize: int) -> int:
 # ---------------------------------------------------------------------------------
 
 
-def floor_update(p, g, s, h, i, opts):
-    """Touch what a rule with ``sum(opts)`` state rows touches, with one multiply-add.
+def floor_update(p, g, s, h, i, flags):
+    """Touch what a rule with ``sum(flags)`` state rows touches, with one multiply-add.
 
     ``h[0]`` is 0 in the benchmark, so the arrays keep their values."""
     x = h[0] * g[i]
-    p[i] = p[i] + x
-    if opts[0]:
+    if flags[0]:
         s[0, i] = s[0, i] + x
-    if opts[1]:
+    if flags[1]:
         s[1, i] = s[1, i] + x
-    if opts[2]:
+    if flags[2]:
         s[2, i] = s[2, i] + x
+    if flags[3]:
+        s[3, i] = s[3, i] + x
+    return p[i] + x
 
 
 def _floor_coefficients(hp, t, aux, h):  # never called: a Rule needs one
@@ -151,15 +172,25 @@ def floor_kernel(n_slots: int, parallel: bool):
     if n_slots not in _FLOORS:
         _FLOORS[n_slots] = Rule(
             f"floor{n_slots}_{_FLOOR_HASH}",
+            f"Floor{n_slots}",
+            "The memory floor.",
+            "",
             floor_update,
-            _floor_coefficients,
+            numba.njit(_floor_coefficients),
             1,
-            (Hyper("lr", 0.0),),
-            ("r0", "r1", "r2"),
-            slots=lambda opts: tuple(f"r{j}" for j, on in enumerate(opts) if on),
+            (
+                Hyper("lr", 0.0),
+                Hyper("weight_decay", 0.0),
+                Hyper("maximize", False, "bool"),
+                Hyper("decoupled_weight_decay", False, "bool", fixed=True),
+            ),
+            ("lr", "weight_decay", "maximize"),
+            "none",
+            ("r0", "r1", "r2", "r3"),
+            slots=lambda flags: tuple(f"r{j}" for j, on in enumerate(flags) if on),
         )
-    opts = tuple(j < n_slots for j in range(3))
-    return cpu.kernel(_FLOORS[n_slots], opts, parallel)
+    flags = tuple(j < n_slots for j in range(4))
+    return cpu.kernel(_FLOORS[n_slots], flags, parallel, "full")
 
 
 # ---------------------------------------------------------------------------------
@@ -168,136 +199,26 @@ def floor_kernel(n_slots: int, parallel: bool):
 
 
 def numpy_step(name: str, hyper: dict, p: np.ndarray, g: np.ndarray) -> Callable[[], None]:
-    """A closure doing one textbook NumPy step of rule ``name`` on ``p`` (in place)."""
-    rule = get_rule(name)
-    v = {**rule.defaults, **rule.validate(hyper)}
-    lr, wd = v["lr"], v["weight_decay"]
-    decoupled = v["decoupled_weight_decay"]
-    st: dict = {"t": 0}
-    z = lambda: np.zeros_like(p)  # noqa: E731
-
-    def grad():
-        return g + wd * p if wd and not decoupled else g
-
-    if name == "sgd":
-        mu, tau, nesterov = v["momentum"], v["dampening"], v["nesterov"]
-
-        def step():
-            d = grad()
-            if mu:
-                b = st.get("b")
-                b = d.copy() if b is None else mu * b + (1 - tau) * d
-                st["b"] = b
-                d = d + mu * b if nesterov else b
-            p[...] -= lr * d
-
-    elif name == "rmsprop":
-        a, eps, mu, centered = v["alpha"], v["eps"], v["momentum"], v["centered"]
-        st.update(v=z(), gbar=z(), b=z())
-
-        def step():
-            d = grad()
-            st["v"] = a * st["v"] + (1 - a) * d * d
-            avg = st["v"]
-            if centered:
-                st["gbar"] = a * st["gbar"] + (1 - a) * d
-                avg = avg - st["gbar"] ** 2
-            den = np.sqrt(avg) + eps
-            if mu:
-                st["b"] = mu * st["b"] + d / den
-                p[...] -= lr * st["b"]
-            else:
-                p[...] -= lr * d / den
-
-    elif name == "adagrad":
-        decay, eps = v["lr_decay"], v["eps"]
-        st["s"] = np.full_like(p, v["initial_accumulator_value"])
-
-        def step():
-            st["t"] += 1
-            d = grad()
-            clr = lr / (1 + (st["t"] - 1) * decay)
-            st["s"] = st["s"] + d * d
-            p[...] -= clr * d / (np.sqrt(st["s"]) + eps)
-
-    elif name == "adadelta":
-        rho, eps = v["rho"], v["eps"]
-        st.update(v=z(), u=z())
-
-        def step():
-            d = grad()
-            st["v"] = rho * st["v"] + (1 - rho) * d * d
-            delta = np.sqrt(st["u"] + eps) / np.sqrt(st["v"] + eps) * d
-            st["u"] = rho * st["u"] + (1 - rho) * delta * delta
-            p[...] -= lr * delta
-
-    elif name in ("adam", "adamw", "adamax", "nadam", "radam"):
-        b1, b2 = v["betas"]
-        eps = v["eps"]
-        st.update(m=z(), v=z(), vmax=z(), mu_prod=1.0)
-
-        def step():
-            st["t"] += 1
-            t = st["t"]
-            if decoupled:
-                p[...] *= 1 - lr * wd
-            d = grad()
-            st["m"] = b1 * st["m"] + (1 - b1) * d
-            bc1, bc2 = 1 - b1**t, 1 - b2**t
-            if name == "adamax":
-                st["v"] = np.maximum(b2 * st["v"], np.abs(d) + eps)
-                p[...] -= lr / bc1 * st["m"] / st["v"]
-                return
-            st["v"] = b2 * st["v"] + (1 - b2) * d * d
-            if name == "nadam":
-                psi = v["momentum_decay"]
-                mu = b1 * (1 - 0.5 * 0.96 ** (t * psi))
-                mu1 = b1 * (1 - 0.5 * 0.96 ** ((t + 1) * psi))
-                st["mu_prod"] *= mu
-                prod = st["mu_prod"]
-                den = np.sqrt(st["v"] / bc2) + eps
-                p[...] -= lr * (1 - mu) / (1 - prod) * d / den
-                p[...] -= lr * mu1 / (1 - prod * mu1) * st["m"] / den
-                return
-            if name == "radam":
-                rho_inf = 2 / (1 - b2) - 1
-                rho = rho_inf - 2 * t * b2**t / bc2
-                if rho > 5:
-                    r = math.sqrt(
-                        (rho - 4) * (rho - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho)
-                    )
-                    p[...] -= lr / bc1 * st["m"] * r * math.sqrt(bc2) / (np.sqrt(st["v"]) + eps)
-                else:
-                    p[...] -= lr / bc1 * st["m"]
-                return
-            vv = st["v"]
-            if v["amsgrad"]:
-                st["vmax"] = np.maximum(st["vmax"], vv)
-                vv = st["vmax"]
-            m_hat = st["m"] / bc1
-            v_hat = vv / bc2
-            p[...] -= lr * m_hat / (np.sqrt(v_hat) + eps)
-
-    else:  # pragma: no cover
-        raise ValueError(name)
-    return step
+    """One textbook NumPy step of rule ``name``: the tests' naive reference
+    (``tests/naive.py``), new arrays and one pass per operation, as a user would
+    write it first."""
+    opt = NaiveOptimizer(name, p, **hyper)
+    return lambda: opt.step(g)
 
 
 # ---------------------------------------------------------------------------------
 # Peers (optional)
 # ---------------------------------------------------------------------------------
 
-_TORCH_NAMES = {
-    "sgd": "SGD",
-    "rmsprop": "RMSprop",
-    "adagrad": "Adagrad",
-    "adadelta": "Adadelta",
-    "adam": "Adam",
-    "adamw": "AdamW",
-    "adamax": "Adamax",
-    "nadam": "NAdam",
-    "radam": "RAdam",
-}
+
+def reference_class(rule_name: str):
+    """The class of the rule's reference implementation (``torch.optim.Adam``,
+    ``prodigyopt.Prodigy``, ...), or None when its package is not installed."""
+    module, _, name = get_rule(rule_name).reference.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ImportError:
+        return None
 
 
 def _torch():
@@ -320,7 +241,9 @@ def torch_steps(
         torch.set_num_threads(numba.get_num_threads())
     tp = torch.from_numpy(p.copy())
     tp.grad = torch.from_numpy(g.copy())
-    cls = getattr(torch.optim, _TORCH_NAMES[case.rule])
+    cls = reference_class(case.rule)
+    if cls is None:
+        return {}
     out = {}
     for label, kw in (
         ("loop", dict(foreach=False)),
@@ -364,6 +287,8 @@ def optax_step(case: Case, p: np.ndarray, g: np.ndarray) -> dict[str, Callable[[
     except ImportError:
         return {}
     jax.config.update("jax_enable_x64", True)
+    if case.rule not in _OPTAX:
+        return {}
     tx = _OPTAX[case.rule](optax, case.kw)
 
     def update(params, state, grads):
@@ -515,17 +440,6 @@ class Result:
         return self.bytes_per_element * self.n / self.best(name) / 1e9
 
 
-def _class_for(rule: str):
-    for obj in vars(_optimizers).values():
-        if (
-            isinstance(obj, type)
-            and issubclass(obj, _optimizers.Optimizer)
-            and getattr(obj, "rule", None) is RULES[rule]
-        ):
-            return obj
-    raise LookupError(rule)  # pragma: no cover
-
-
 def make_arrays(case: Case, n: int, dtype, seed: int = 0):
     """Parameters, gradient, state and coefficients of a case after a few steps
     (state away from its initial zeros), all of ``dtype``."""
@@ -536,7 +450,7 @@ def make_arrays(case: Case, n: int, dtype, seed: int = 0):
     hp = _kernels.hyperparameters(case.rule, **case.kw)
     aux = _kernels.aux(case.rule)
     h = _kernels.coefficient_buffer(case.rule, dtype)
-    step = cpu.stepper(get_rule(case.rule), case.opts, False)
+    step = cpu.stepper(get_rule(case.rule), case.flags, False)
     for t in range(1, 11):
         step(p, g, s, hp, t, aux, h)
     return p, g, s, h
@@ -573,13 +487,13 @@ def run_case(
     if kernels:
         for par in kinds:
             tag = "parallel" if par else "serial"
-            k = cpu.kernel(rule, case.opts, par)
+            k = cpu.kernel(rule, case.flags, par)
             f = floor_kernel(ks, par)
             group_k[f"floor {tag}"] = lambda f=f: f(p, g, s, hz)
             group_k[f"nadam {tag}"] = lambda k=k: k(p, g, s, h)
     group_p: dict[str, Callable] = {}
     if step:
-        cls = _class_for(case.rule)
+        cls = optimizer_class(case.rule)
         kw = {k: v for k, v in case.kw.items()}
         x1 = p.copy()
         o1 = cls(x1, **kw)

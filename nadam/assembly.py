@@ -1,0 +1,313 @@
+"""Putting one run together: its state, how it draws arguments, how it names itself
+(for MPI and checkpoints), its checkpointer, and which loop it runs.
+
+The front (:class:`nadam.Minimizer`) validates the arguments into a :class:`Problem`
+and calls these in order; each takes what it needs and returns a part, so that the
+steps can be read, tested and reused (:func:`nadam.minimize_many`) one at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import checkpoint, mpi
+from .arguments import describe
+from .loop.compiled import CompiledLoop, Unsupported, kept_gradient, why_not
+from .loop.device import DeviceRun
+from .loop.iteration import LoopArguments, Parts, python_loop
+from .loop.objective import readonly
+from .loop.state import RunState
+from .loop.tracker import new_tracker
+from .optimizers import optimizer_class
+from .rules import Rule
+from .sampling import Minibatches
+from .schedules import Schedule
+from .settings import Settings
+
+__all__ = [
+    "Problem",
+    "averaging_weight",
+    "checkpointer",
+    "choose_loop",
+    "draw_function",
+    "identity",
+    "member_limit",
+    "new_state",
+    "signature",
+]
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A run's validated inputs: the iterate, where it lives, the bounds, the
+    objective's arguments and the settings.
+
+    Attributes
+    ----------
+    x : numpy.ndarray
+        The validated, projected host copy of ``x0``.
+    iterate : array
+        The iterate the run updates: ``x``, or its copy on the CUDA device.
+    view : array
+        What the objective receives: a read-only view of the iterate (the device
+        iterate itself on a device).
+    box : tuple or None
+        The flat bounds ``(lo, hi)``, on the iterate's side.
+    args : tuple
+        The objective's fixed arguments (empty with a stream).
+    stream : iterator or None
+        A stream of per-step arguments.
+    settings : Settings
+        The loop's options.
+    device : DeviceRun or None
+        The device side of a ``device="cuda"`` run.
+    """
+
+    x: np.ndarray
+    iterate: Any
+    view: Any
+    box: tuple | None
+    args: tuple
+    stream: Iterator | None
+    settings: Settings
+    device: DeviceRun | None
+
+    @classmethod
+    def of(
+        cls, x: np.ndarray, box: tuple | None, args: tuple, stream: Iterator | None, o: Settings
+    ) -> Problem:
+        """Check what the settings exclude with a stream; put x on the device if asked."""
+        if stream is not None and o.batch_size is not None:
+            raise ValueError(
+                "option batch_size cannot be combined with streamed args (an iterator "
+                "yields one batch per step already)"
+            )
+        if stream is not None and o.average is not None:
+            raise ValueError(
+                "option average cannot be combined with streamed args (an iterator): the "
+                "averaged iterate is evaluated on all of args at the end; pass arrays "
+                "(with batch_size) instead"
+            )
+        if o.device == "cuda":  # x lives on the device from here on: see nadam.loop.device
+            device = DeviceRun(x, box, o.return_best, o.average is not None)
+            return cls(x, device.x, device.x, device.box, args, stream, o, device)
+        return cls(x, x, readonly(x), box, args, stream, o, None)
+
+
+def new_state(rule: Rule, hyper: dict, problem: Problem) -> RunState:
+    """The state of a fresh run: the optimizer bound to the iterate, the stopping
+    rules, the sampler, the schedule, the best and the averaged iterate."""
+    o, x, device = problem.settings, problem.iterate, problem.device
+    opt = optimizer_class(rule)(x, nonfinite="ignore", **hyper)
+    lr = hyper.get("lr")
+    best = (None, None)
+    if o.return_best:
+        best = device.best if device else (np.empty_like(x), np.empty_like(x))
+    average = None
+    if o.average is not None:
+        average = device.average if device else x.copy()
+    sampler = None
+    if o.batch_size is not None and o.comm is None:  # with comm: nadam.mpi
+        sampler = Minibatches(problem.args, o.batch_size, o.seed)
+        if sampler.batch_size == sampler.n_rows:
+            sampler = None  # a batch of all rows is the full batch: no sampling
+    return RunState(
+        x=x,
+        optimizer=opt,
+        tracker=new_tracker(*o.stopping),
+        sampler=sampler,
+        schedule=lr if isinstance(lr, Schedule) else None,
+        best_x=best[0],
+        best_g=best[1],
+        average=average,
+        history=[] if o.history else None,
+    )
+
+
+_END = object()
+
+
+def draw_function(state: RunState, problem: Problem) -> Callable[[], tuple | None]:
+    """``draw() -> args``: this step's arguments, a minibatch, the next item of a
+    stream (None once it is exhausted), or the fixed arguments as they are."""
+    stream, args = problem.stream, problem.args
+    if state.sampler is not None:
+        return state.sampler.next
+    if stream is None:
+        return lambda: args
+
+    def draw():
+        item = next(stream, _END)
+        if item is _END:
+            if state.last[1] is None:
+                raise ValueError("args: the iterator yielded no data")
+            return None
+        return item if isinstance(item, tuple) else (item,)
+
+    return draw
+
+
+def averaging_weight(o: Settings) -> Callable[[int], float] | None:
+    """The weight of the iterate after step ``nit`` in the average: uniform
+    (Polyak-Ruppert: the mean of x_0 ... x_{nit+1}) or exponential; None without."""
+    if o.average == "polyak":
+        return lambda nit: 1.0 / (nit + 2.0)
+    if o.average == "ema":
+        weight = 1.0 - o.average_decay
+        return lambda nit: weight
+    return None
+
+
+def _hyperparameters(state: RunState) -> dict[str, Any]:
+    opt = state.optimizer
+    return {k: describe(getattr(opt, k)) for k in sorted(opt.rule.arguments)}
+
+
+def signature(state: RunState, problem: Problem, callback: bool) -> tuple:
+    """What must be equal on every MPI rank for the ranks to compute the same
+    iterates: ``(label, value...)`` pairs (:func:`nadam.mpi.data_parallel`)."""
+    o, x = problem.settings, problem.x
+    digest = hashlib.blake2b(x.data, digest_size=16)  # x0 after projection onto the bounds
+    if problem.box is not None:
+        for b in problem.box:
+            digest.update(np.ascontiguousarray(b).data)
+    hyper = sorted((k, repr(v)) for k, v in _hyperparameters(state).items())
+    return (
+        ("x0 (shape, dtype, bytes) or bounds", x.shape, x.dtype.str, digest.hexdigest()),
+        ("method and hyperparameters", state.optimizer.rule.name, hyper),
+        ("stopping options", o.stopping + (o.return_best, o.average, o.average_decay)),
+        ("callback given", callback),
+        ("batch_size and seed", o.batch_size, o.seed),
+        ("args streamed", problem.stream is not None),
+    )
+
+
+def identity(state: RunState, problem: Problem) -> dict[str, Any]:
+    """The header that names a run: what a checkpoint must share with the run
+    resuming it (the data themselves are not compared, only their rows)."""
+    from . import __version__
+
+    o = problem.settings
+    bounds = None
+    if problem.box is not None:
+        lo, hi = (b if isinstance(b, np.ndarray) else b.copy_to_host() for b in problem.box)
+        bounds = hashlib.sha256(lo.tobytes() + hi.tobytes()).hexdigest()[:16]
+    return {
+        "nadam": __version__,
+        "method": state.optimizer.rule.name,
+        "shape": list(problem.x.shape),
+        "dtype": problem.x.dtype.name,
+        "hyper": _hyperparameters(state),
+        "batch_size": o.batch_size,
+        # n_rows of all ranks with comm (nadam.mpi.ShardSampler).
+        "n_rows": None if state.sampler is None else state.sampler.state_dict()["n_rows"],
+        "seed": o.seed,
+        "bounds": bounds,
+        "return_best": o.return_best,
+        "average": None if o.average is None else [o.average, o.average_decay],
+    }
+
+
+def member_limit(x: np.ndarray, maxiter: int) -> Callable[[str], int]:
+    """The most bytes a member of this run's checkpoint can hold (an array of x's
+    size, or the history of ``maxiter + 1`` iterates), with room for the ``.npy``
+    header: a crafted file declaring more is refused before anything is decompressed."""
+    array = x.size * x.dtype.itemsize + 4096
+    history = (maxiter + 2) * 24 + 4096
+    return lambda key: max(history, array) if key == "history" else max(array, 1 << 16)
+
+
+def checkpointer(state: RunState, problem: Problem) -> checkpoint.Checkpointer | None:
+    """The run's checkpointer (None without the option), the state resumed from the
+    file if asked (rank 0 reads it and every rank resumes from its copy with MPI)."""
+    o = problem.settings
+    if o.checkpoint is None:
+        return None
+    if problem.stream is not None:
+        raise ValueError(
+            "option checkpoint cannot be combined with streamed args (an iterator): the "
+            "position in a stream cannot be saved; pass arrays with batch_size instead"
+        )
+    writer = o.comm is None or o.comm.Get_rank() == 0
+    ckpt = checkpoint.Checkpointer(
+        o.checkpoint, o.checkpoint_every, identity(state, problem), writer
+    )
+    limit = member_limit(problem.x, o.maxiter)
+
+    def load(path: str):
+        return checkpoint.load(path, limit)
+
+    if o.comm is not None:
+        loaded = mpi.read_checkpoint(o.comm, o.checkpoint, o.resume, load, checkpoint.check_path)
+    else:
+        loaded = load(o.checkpoint) if o.resume and os.path.exists(o.checkpoint) else None
+    ckpt.resume(state, loaded)
+    return ckpt
+
+
+def _first_item(kept: list) -> Any:
+    return kept[0]
+
+
+def choose_loop(
+    state: RunState, parts: Parts, problem: Problem, fun: Callable, jac: Any
+) -> tuple[Callable, LoopArguments, Callable]:
+    """``(loop, its arguments, how to read the gradient it kept)``: the compiled loop
+    for an ``@njit`` objective (option ``compiled``), else the Python loop.
+
+    Raises
+    ------
+    TypeError, ValueError
+        With ``compiled=True``, saying why the run cannot be compiled.
+    """
+    o, view, box = problem.settings, problem.view, problem.box
+    python = python_loop(state, parts), LoopArguments.of(state, view, box), _first_item
+    if o.compiled is True and o.comm is not None:
+        raise ValueError(
+            "option compiled=True cannot be combined with option comm: the ranks' sums "
+            "are taken between the evaluation and the step, in the Python loop"
+        )
+    if o.compiled is False or problem.device is not None or o.comm is not None:
+        return python
+    problem_ = why_not(fun, jac, problem.stream is not None, state.optimizer.lr)
+    if problem_ is not None:
+        if o.compiled is True:
+            raise problem_.error(f"option compiled=True: {problem_}") from None
+        return python
+    sched, sampler = state.schedule, state.sampler
+    draw, args = None, problem.args
+    if sampler is not None:
+        pairs = tuple(
+            (src.reshape(len(src), -1), buf.reshape(len(buf), -1)) for src, buf in sampler.pairs
+        )
+        draw, args = (pairs, sampler.state, sampler.perm, sampler.idx), sampler.batch
+    arguments = LoopArguments.of(
+        state,
+        view,
+        box,
+        args,
+        draw,
+        None if sched is None else (sched.kind, sched.params, sched.state),
+        np.empty(state.x.size, state.x.dtype),
+    )
+    options = {
+        "sampled": 0 if draw is None else len(draw[0]),
+        "observe": sched is not None and sched.stateful,
+        "callback": parts.callback is not None,
+        "average": o.average,
+        "average_beta": o.average_decay,
+    }
+    loop = CompiledLoop(fun, None if jac is True else jac, state.optimizer, arguments, options)
+    try:
+        loop.compile()
+    except Unsupported as exc:
+        if o.compiled is True:
+            raise exc.error(f"option compiled=True: {exc}") from exc.__cause__
+        return python
+    return loop, arguments, kept_gradient(state.x.shape)

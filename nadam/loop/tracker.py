@@ -1,0 +1,163 @@
+r"""The stopping rules, as compiled functions over one float64 *tracker* vector.
+
+Every loop (Python, compiled, device, and each problem of
+:func:`nadam.minimize_many`) keeps the rules' state and settings in a tracker
+``tr`` and updates it with the same compiled :func:`track`, so the loops cannot
+drift apart.  Slots:
+
+=============  ===============================================================
+``EMA``        smoothed loss :math:`\bar f_k` (NaN before the first evaluation)
+``EMA_BEST``   best smoothed loss that counted as an improvement
+``THRESHOLD``  :math:`\bar f^* - \delta |\bar f^*|`: what the next improvement must beat
+``BEST_F``     lowest loss evaluated (``return_best``)
+``STALL``      evaluations since the smoothed loss last improved
+``GNORM``      gradient norm of the latest evaluation
+``BETA`` ...   the settings: smoothing, min_delta, gtol, patience, maxiter
+=============  ===============================================================
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit
+
+from .status import Status
+
+__all__ = [
+    "BEST_F",
+    "EMA",
+    "EMA_BEST",
+    "GNORM",
+    "STALL",
+    "STATE_SLOTS",
+    "THRESHOLD",
+    "TRACKER_SIZE",
+    "inf_norm",
+    "new_tracker",
+    "project",
+    "projected_inf_norm",
+    "restore_threshold",
+    "track",
+]
+
+EMA, EMA_BEST, THRESHOLD, BEST_F, STALL, GNORM = range(6)  # state
+BETA, MIN_DELTA, GTOL, PATIENCE, MAXITER = range(6, 11)  # settings
+TRACKER_SIZE = 11
+#: The slots that are the run's state (exported and restored); the rest are settings.
+STATE_SLOTS = {"ema": EMA, "ema_best": EMA_BEST, "best_f": BEST_F, "stall": STALL}
+
+# Status codes as plain globals: numba freezes those, not a class's attributes.
+_GTOL_STOP, _MAXITER_STOP = Status.GTOL, Status.MAXITER
+_STALLED_STOP, _NONFINITE_STOP = Status.STALLED, Status.NONFINITE
+
+
+def new_tracker(smoothing: float, min_delta: float, gtol: float, patience, maxiter: int):
+    """A tracker at the start of a run, with these settings (``patience`` None: off)."""
+    tr = np.empty(TRACKER_SIZE)
+    tr[EMA], tr[EMA_BEST], tr[THRESHOLD], tr[BEST_F] = math.nan, math.inf, math.inf, math.inf
+    tr[STALL], tr[GNORM] = 0.0, math.nan
+    tr[BETA], tr[MIN_DELTA], tr[GTOL] = smoothing, min_delta, gtol
+    tr[PATIENCE] = math.inf if patience is None else patience
+    tr[MAXITER] = maxiter
+    return tr
+
+
+def restore_threshold(tr: np.ndarray) -> None:
+    """Set ``THRESHOLD`` from ``EMA_BEST`` (it is derived, so not saved)."""
+    best = tr[EMA_BEST]
+    tr[THRESHOLD] = best - tr[MIN_DELTA] * abs(best) if best < math.inf else math.inf
+
+
+@njit(cache=True)
+def inf_norm(g):
+    """``max |g_i|``, or NaN as soon as an element is NaN (inf propagates by itself):
+    a finite result certifies a finite gradient, so the optimizer needn't check."""
+    m = 0.0
+    for v in g.flat:
+        a = abs(v)
+        if a > m:
+            m = a
+        elif a != a:
+            return a
+    return m
+
+
+@njit(cache=True)
+def projected_inf_norm(x, g, lo, hi):
+    """``max |P(x - g) - x_i|`` (P: the projection onto the box), L-BFGS-B's measure,
+    which ignores the gradient components pushing against an active bound."""
+    m = 0.0
+    i = 0
+    for gi in g.flat:
+        if gi - gi != 0.0:
+            # inf or NaN: the projection would clip an infinite component to a
+            # finite norm, and the step would then write NaN into x.
+            return gi - gi
+        v = x[i] - gi
+        if v < lo[i]:
+            v = lo[i]
+        elif v > hi[i]:
+            v = hi[i]
+        a = abs(v - x[i])
+        if a > m:
+            m = a
+        elif a != a:
+            return a
+        i += 1
+    return m
+
+
+@njit(cache=True)
+def project(x, lo, hi):
+    """Clip the flat iterate ``x`` onto ``[lo, hi]`` in place; returns None."""
+    for i in range(x.shape[0]):
+        if x[i] < lo[i]:
+            x[i] = lo[i]
+        elif x[i] > hi[i]:
+            x[i] = hi[i]
+
+
+@njit(cache=True)
+def track(f, g, x, lo, hi, best_x, best_g, tr, nit):
+    """The bookkeeping of one evaluation: returns the status of the stopping rule
+    that fires at iteration ``nit``, or -1.
+
+    ``f`` is the loss (float64) and ``g`` the gradient at the flat iterate ``x``;
+    ``lo``, ``hi`` the bounds (None: unbounded).  Updates the tracker ``tr`` in
+    place (gradient norm, smoothed loss, stall count) and, when ``best_x`` is not
+    None and ``f`` is the lowest loss yet, copies ``x`` and ``g`` into the flat
+    ``best_x`` and ``best_g``.  A non-finite loss or gradient returns
+    ``Status.NONFINITE`` with nothing else updated.
+    """
+    if lo is None:
+        gnorm = inf_norm(g)
+    else:
+        gnorm = projected_inf_norm(x, g, lo, hi)
+    tr[GNORM] = gnorm
+    if not (math.isfinite(f) and math.isfinite(gnorm)):
+        return _NONFINITE_STOP
+    if best_x is not None and f < tr[BEST_F]:
+        tr[BEST_F] = f
+        best_x[:] = x
+        i = 0
+        for v in g.flat:
+            best_g[i] = v
+            i += 1
+    ema = tr[EMA]
+    ema = f if ema != ema else tr[BETA] * ema + (1.0 - tr[BETA]) * f
+    tr[EMA] = ema
+    if ema < tr[THRESHOLD]:
+        tr[EMA_BEST] = ema
+        tr[STALL] = 0.0
+        tr[THRESHOLD] = ema - tr[MIN_DELTA] * abs(ema)
+    else:
+        tr[STALL] += 1.0
+    if gnorm <= tr[GTOL]:
+        return _GTOL_STOP
+    if tr[STALL] >= tr[PATIENCE]:
+        return _STALLED_STOP
+    if nit >= tr[MAXITER]:
+        return _MAXITER_STOP
+    return -1
