@@ -252,9 +252,16 @@ def load(
             sizes = meta["sizes"]
             members = {name[: -len(".npy")]: info for name, info in infos.items()}
             del members[_HEADER]
-            if set(members) != set(sizes) or any(members[k].file_size != sizes[k] for k in sizes):
-                raise ValueError("members that the header does not declare")
+            for key in sorted(set(sizes) - set(members)):
+                raise ValueError(f"member {key!r} is missing")
             for key, info in members.items():
+                if key not in sizes:
+                    raise ValueError(f"member {key!r} is not declared by the header")
+                if info.file_size != sizes[key]:
+                    raise ValueError(
+                        f"member {key!r} holds {info.file_size} bytes, but the header "
+                        f"declares {sizes[key]}"
+                    )
                 if limit is not None and info.file_size > limit(key):
                     raise ValueError(
                         f"member {key!r} of {info.file_size} bytes, more than this run's "

@@ -202,20 +202,22 @@ class Minimizer:
     def _finish(self, status: int, f: float, g: Any, what: str) -> OptimizeResult:
         s, o = self.state, self.settings
         x = s.x
-        at_best = o.return_best and s.best_f < math.inf and not f <= s.best_f  # f may be NaN
+        # A guarded step changed x after its last evaluation (see iteration.STEP_NONFINITE).
+        moved = status == Status.NONFINITE and what.startswith("the step")
+        at_best = o.return_best and s.best_f < math.inf and (moved or not f <= s.best_f)
         if at_best:
             x, f, g = s.best_x, s.best_f, s.best_g
         elif s.average is not None and status != Status.NONFINITE:
             x = s.average  # the averaged iterate, evaluated below
         # Report the full objective at the answer, comparable with any other optimiser:
         # evaluate again where the last evaluation was a batch's, at another iterate
-        # (an interrupted run's was before its last step; a guarded step changed x
-        # after it), or at the average.
+        # (an interrupted run's was before its last step; a guarded step moved x), or at
+        # the average.
         again = self._problem.stream is None and (
             x is s.average
             or (s.sampler is not None and (status != Status.NONFINITE or at_best))
             or status == Status.INTERRUPTED
-            or (status == Status.NONFINITE and what.startswith("the step"))
+            or (moved and not at_best)
         )
         if again:
             f, g = self.parts.check(

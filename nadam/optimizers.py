@@ -438,13 +438,18 @@ def checked_state(opt: Optimizer, sd: Any) -> tuple[dict, list, np.ndarray, int]
     t = check_int("state_dict['t']", t, 0)
     rows = []
     for name, row in state.items():
-        if not (isinstance(row, np.ndarray) and row.shape == (n,) and row.dtype == dt):
+        if not (
+            isinstance(row, np.ndarray)
+            and row.shape == (n,)
+            and row.dtype == dt
+            and np.all(np.isfinite(row))
+        ):
             shown = f"{type_name(row)} of shape {np.shape(row)}"
             if isinstance(row, np.ndarray):
                 shown += f" and dtype {row.dtype}"
             raise ValueError(
                 f"Invalid state_dict['state'][{name!r}]: {shown}; allowed: a NumPy array of "
-                f"shape ({n},) and dtype {dt}"
+                f"finite values, shape ({n},) and dtype {dt}"
             )
         rows.append(row)
     aux = np.asarray(aux)

@@ -49,6 +49,7 @@ write one).
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -567,6 +568,19 @@ class Rule:
     def passes(self) -> int:
         """Passes over memory per step: 1, or 2 for a rule that needs sums first."""
         return 1 if self.accumulate is None else 2
+
+    @cached_property
+    def cacheable(self) -> bool:
+        """Whether compiled code of the rule can be cached on disk: its functions live
+        in modules that have source files (not in a notebook cell or ``exec``-ed code)."""
+        functions = [self.update, self.coefficients.py_func]
+        if self.accumulate is not None:
+            functions += [self.accumulate, self.finish.py_func]
+        for fn in functions:
+            module = sys.modules.get(fn.__module__)
+            if getattr(module, "__file__", None) is None:
+                return False
+        return True
 
     @cached_property
     def digest(self) -> str:

@@ -16,6 +16,7 @@ lengths of their arrays (``tests/test_kernels_api.py``); their helpers are.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -57,6 +58,69 @@ def _batch(e, args, **options):
 
 def _set(obj, name, value):
     setattr(obj, name, value)
+
+
+def _seeded(e, seed, batch_size=None, checkpoint=False):
+    # Issue 15 item 6: the option seed alone, with batch_size, with a checkpoint, with both.
+    options = {"maxiter": 2, "seed": seed}
+    if batch_size is not None:
+        options["batch_size"] = batch_size
+    if checkpoint:
+        options["checkpoint"] = e.tmp / "seed.npz"  # not e.ckpt: a fresh file
+    return nadam.minimize(zero_loss, e.x0, args=(e.A,), jac=True, options=options)
+
+
+def _seed_rows() -> list[tuple[str, Any, type, str]]:
+    """Issue 15 item 6: one validation of seed, whatever else is set, naming the option."""
+    rows = []
+    # bool is refused as for every int option (TypeError); -1 is out of range (ValueError).
+    values = [(True, TypeError), ("abc", TypeError), (1.5, TypeError), (-1, ValueError)]
+    where = {
+        "": {},
+        " checkpoint": {"checkpoint": True},
+        " batch_size": {"batch_size": 2},
+        " batch_size checkpoint": {"batch_size": 2, "checkpoint": True},
+    }
+    for label, kw in where.items():
+        for value, exc in values:
+            if kw.get("batch_size") and value is not True:
+                continue  # already refused naming seed (Minibatches): not a defect
+            rows.append(
+                (
+                    f"issue 15 item 6: seed {value!r}{label}",
+                    lambda e, value=value, kw=kw: _seeded(e, value, **kw),
+                    exc,
+                    rf"\bseed\b.*{re.escape(repr(value))}",
+                )
+            )
+    return rows
+
+
+def _bad_at_third_call(kind: str):
+    """Issue 15 item 8: a fun right at its first two calls, wrong at its third (the
+    evaluation of iteration 2): a list gradient, a wrong shape, a wrong dtype, or a
+    non-scalar f."""
+    calls = []
+
+    def fun(x):
+        calls.append(None)
+        f, g = float(x @ x), 2.0 * x
+        if len(calls) == 3:
+            if kind == "list":
+                g = g.tolist()
+            elif kind == "shape":
+                g = g[:3].copy()
+            elif kind == "dtype":
+                g = g.astype(np.float32)
+            else:
+                f = np.ones(2)
+        return f, g
+
+    return fun
+
+
+# The message names fun and the iteration (2: the third evaluation), or the step (3).
+_AT_ITERATION_2 = r"(?s)^(?=.*\bfun\b)(?=.*\b(iteration 2|step 3)\b)"
 
 
 # (id, action(env), exception type, regex the message must contain)
@@ -280,6 +344,7 @@ ROWS: list[tuple[str, Any, type, str]] = [
         ValueError,
         r"Invalid option seed: -1",
     ),
+    *_seed_rows(),
     (
         "finite_diff_rel_step 0",
         lambda e: _options(e, finite_diff_rel_step=0),
@@ -387,6 +452,32 @@ ROWS: list[tuple[str, Any, type, str]] = [
         lambda e: _minimize(e, fun=lambda x: 1.0),
         TypeError,
         r"fun must return \(f, g\) when jac=True; got float 1.0",
+    ),
+    # Issue 15 item 8: the same checks after the first evaluation, naming fun and the
+    # iteration, instead of numba's TypingError or the optimizer's message about `grad`.
+    (
+        "issue 15 item 8: gradient list at iteration 2",
+        lambda e: _minimize(e, fun=_bad_at_third_call("list")),
+        TypeError,
+        _AT_ITERATION_2,
+    ),
+    (
+        "issue 15 item 8: gradient shape at iteration 2",
+        lambda e: _minimize(e, fun=_bad_at_third_call("shape")),
+        ValueError,
+        _AT_ITERATION_2,
+    ),
+    (
+        "issue 15 item 8: gradient dtype at iteration 2",
+        lambda e: _minimize(e, fun=_bad_at_third_call("dtype")),
+        TypeError,
+        _AT_ITERATION_2,
+    ),
+    (
+        "issue 15 item 8: objective shape at iteration 2",
+        lambda e: _minimize(e, fun=_bad_at_third_call("f")),
+        ValueError,
+        _AT_ITERATION_2,
     ),
     (
         "Minimizer.run max_steps",
@@ -615,3 +706,40 @@ def test_bad_input_fails_at_once_naming_it_and_changes_nothing(env, action, exc,
     after = _snapshot(env)
     changed = [k for k in before if not _equal(before[k], after[k])]
     assert not changed, f"half-applied: {changed} changed"
+
+
+# ---------------------------------------------------------------------------
+# Issue 15 item 12: a 0-d x0 takes a scalar gradient, not only a 0-d array
+# ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "dtype, as_gradient",
+    [
+        (np.float64, np.float64),
+        (np.float64, float),
+        (np.float32, np.float32),
+    ],
+    ids=["f64 numpy scalar", "f64 python float", "f32 numpy scalar"],
+)
+def test_0d_x0_accepts_a_scalar_gradient(dtype, as_gradient):
+    """Issue 15 item 12: with a 0-d x0, fun may return its gradient as a NumPy scalar
+    (what ``2 * x`` gives for a 0-d x) or a Python float, not only as ``np.asarray(g)``;
+    the run is the one the 0-d array gradient gives, value for value."""
+
+    def fun(x, wrap):
+        return float(x * x), wrap(dtype(2.0) * x)
+
+    def run(wrap):
+        return nadam.minimize(
+            fun, np.asarray(1.0, dtype), args=(wrap,), jac=True, options={"lr": 0.1, "maxiter": 50}
+        )
+
+    reference = run(np.asarray)
+    assert reference.x.shape == () and reference.x.dtype == dtype
+    res = run(as_gradient)  # today: TypeError "... shape () and dtype float64, got float64"
+    assert res.x.shape == () and res.x.dtype == dtype
+    np.testing.assert_array_equal(res.x, reference.x)
+    for key in ("fun", "nit", "nfev", "status", "message"):
+        assert res[key] == reference[key], key
+    np.testing.assert_array_equal(res.jac, reference.jac)

@@ -10,15 +10,19 @@ the last finite iterate.
 
 from __future__ import annotations
 
+import contextlib
 import doctest
 import importlib.util
 import json
+import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -608,3 +612,254 @@ def test_nonfinite_stops_on_the_last_finite_iterate(bad, what, bounded, return_b
     assert np.all(np.isfinite(res.x))
     expected = seen[-2] if return_best and what == "objective" else seen[-1]
     np.testing.assert_array_equal(res.x, expected)  # the last finite iterate (or the best)
+
+
+# ---------------------------------------------------------------------------
+# Issue 15: checkpoint values are validated, temporary files of others are kept,
+# a callable lr is described truthfully, a failing fun leaves a checkpoint
+# ---------------------------------------------------------------------------
+
+
+class _Hang(AssertionError):
+    pass
+
+
+@contextlib.contextmanager
+def _deadline(seconds: float):
+    """Fail (rather than hang the test session) if the block runs longer than
+    ``seconds``: the resume of a checkpoint with nit = -5 spins in Python for ever."""
+
+    def expire(signum, frame):
+        raise _Hang(f"still running after {seconds} s: the resume hangs")
+
+    old = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def _with(key, value):
+    def change(state):
+        state[key] = value(state[key]) if callable(value) else value
+
+    return change
+
+
+def _poke(key, index, value):
+    def change(state):
+        a = state[key].copy()
+        a[index] = value
+        state[key] = a
+
+    return change
+
+
+# (id, change to the loaded state, regex naming the field in the message)
+_TAMPERED = [
+    ("nit -5", _with("nit", -5), r"\bnit\b"),
+    ("nit 10**12", _with("nit", 10**12), r"\bnit\b"),
+    ("nit 2.5", _with("nit", 2.5), r"\bnit\b"),
+    ("optimizer.t -5", _with("optimizer.t", -5), r"\boptimizer\.t\b"),
+    (
+        "state of a shape that broadcasts",
+        _with("optimizer.state.exp_avg", lambda a: a[:1].copy()),
+        r"\bexp_avg\b",
+    ),
+    (
+        "float32 state in a float64 run",
+        _with("optimizer.state.exp_avg_sq", lambda a: a.astype(np.float32)),
+        r"\bexp_avg_sq\b",
+    ),
+    ("state NaN", _poke("optimizer.state.exp_avg", 2, np.nan), r"\bexp_avg\b"),
+    ("x NaN", _poke("x", 1, np.nan), r"\bx\b"),
+    ("x inf", _poke("x", 0, np.inf), r"\bx\b"),
+    ("nfev -1", _with("nfev", -1), r"\bnfev\b"),
+    ("stall -1", _with("stall", -1), r"\bstall\b"),
+    ("schedule.state NaN", _poke("schedule.state", 0, np.nan), r"\bschedule\.state\b"),
+]
+
+
+@POSIX
+@pytest.mark.parametrize("change, field", [r[1:] for r in _TAMPERED], ids=[r[0] for r in _TAMPERED])
+def test_a_tampered_checkpoint_is_refused_naming_the_file_and_the_field(tmp_path, change, field):
+    """Issue 15 item 4: every field of a checkpoint is validated (type, shape, dtype,
+    range, finiteness) before anything is loaded: a file saved by nadam.checkpoint.save
+    with one field altered is refused at once with a ValueError naming the file and the
+    field, and the file is left as it was."""
+    path = tmp_path / "run.npz"
+    _minimize(checkpoint=path, maxiter=10)
+    state, meta = checkpoint.load(path)
+    change(state)
+    checkpoint.save(path, state, meta)
+    before = path.read_bytes()
+    with _deadline(30.0), pytest.raises(ValueError) as info:
+        _minimize(checkpoint=path, resume=True)
+    message = str(info.value)
+    assert str(path) in message, message
+    assert re.search(field, message), f"the message does not name the field ({field}): {message}"
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.npz"]
+
+
+_BOMB_SCRIPT = r"""
+import json, resource, sys
+import numpy as np
+import nadam
+
+path, warm = sys.argv[1], sys.argv[2]
+rng = np.random.default_rng(1)
+A, b = rng.normal(size=(120, 4)), rng.normal(size=120)
+
+def loss(x, A, b):
+    r = A @ x - b
+    return r @ r / len(b), 2 * A.T @ r / len(b)
+
+def run(ckpt, **options):
+    opts = {"lr": 0.05, "maxiter": 120, "batch_size": 16, "seed": 3, "checkpoint": ckpt}
+    return nadam.minimize(loss, np.zeros(4), args=(A, b), jac=True, options={**opts, **options})
+
+# Warm up everything a resume touches, with a sound checkpoint of the same run.
+run(warm, maxiter=10)
+run(warm, resume=True, maxiter=11)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+try:
+    run(path, resume=True)
+    error = None
+except Exception as exc:
+    error = f"{type(exc).__name__}: {exc}"
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(json.dumps({"grew_kib": after - before, "error": error}))
+"""
+
+
+def _write_bomb(path: Path, member: str, n: int) -> None:
+    """Replace ``member`` of the checkpoint ``path`` by n float64 zeros, deflated (a
+    200 MB array in a ~200 KB member), written in chunks: this process stays small."""
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files if k != member}
+    with open(path, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    chunk = np.zeros(2**17).tobytes()  # 1 MiB
+    with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as zf:
+        with zf.open(f"{member}.npy", "w", force_zip64=True) as out:
+            np.lib.format.write_array_header_1_0(
+                out, {"descr": "<f8", "fortran_order": False, "shape": (n,)}
+            )
+            for _ in range(n * 8 // len(chunk)):
+                out.write(chunk)
+
+
+@POSIX
+def test_a_zip_bomb_checkpoint_is_refused_before_it_is_decompressed(tmp_path):
+    """Issue 15 item 4: the header and the members' sizes are read before anything is
+    decompressed: a ~200 KB checkpoint whose optimizer state member inflates to 200 MB
+    is refused with a ValueError naming the file and the field, and the resuming
+    process's peak memory (ru_maxrss, in a subprocess) does not grow by anything like
+    200 MB."""
+    path, warm = tmp_path / "run.npz", tmp_path / "warm.npz"
+    _minimize(checkpoint=path, maxiter=10, lr=0.05)
+    _write_bomb(path, "optimizer.state.exp_avg", 25 * 2**20)  # 200 MiB of float64
+    assert path.stat().st_size < 2**20, path.stat().st_size
+    script = tmp_path / "bomb.py"
+    script.write_text(_BOMB_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE.parent), *sys.path])}
+    proc = subprocess.run(
+        [sys.executable, str(script), str(path), str(warm)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    error = out["error"] or ""
+    assert error.startswith("ValueError: "), out
+    grew = out["grew_kib"] / 1024
+    assert grew < 50, f"peak memory grew by {grew:.0f} MiB while refusing a 200 MiB member"
+    assert str(path) in error and re.search(r"\bexp_avg\b", error), error
+
+
+def test_other_temporary_files_beside_the_checkpoint_are_kept(tmp_path):
+    """Issue 15 item 5: the stale-temp-file cleanup removes only nadam's own temporary
+    files: a user's .fit.npz.notes.tmp and a file named like another live process's
+    in-progress checkpoint (.fit.npz.<pid>.<hex>.tmp) survive a checkpointed run."""
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    try:
+        path = tmp_path / "fit.npz"
+        notes = tmp_path / ".fit.npz.notes.tmp"
+        notes.write_text("my notes")
+        theirs = tmp_path / f".fit.npz.{other.pid}.0badcafe.tmp"
+        theirs.write_bytes(b"another process is writing this checkpoint")
+        res = _minimize(checkpoint=path, checkpoint_every=5, maxiter=20)
+        assert res.nit == 20 and path.exists()
+        assert notes.exists() and notes.read_text() == "my notes"
+        assert theirs.exists(), "the live process's temporary file was deleted"
+        assert theirs.read_bytes() == b"another process is writing this checkpoint"
+    finally:
+        other.kill()
+        other.wait()
+
+
+def _named_lr(t):
+    return 0.01
+
+
+_NAMED = "_named_lr"
+_UNNAMED = r"lambda|unnamed|anonymous|unpicklable|not picklable|cannot be pickled"
+
+
+@pytest.mark.parametrize("saved, resumed", [("lambda", "named"), ("named", "lambda")])
+def test_a_callable_lr_mismatch_is_described_truthfully(tmp_path, saved, resumed):
+    """Issue 15 item 7: a checkpoint made with a lambda lr and resumed with a module-level
+    function (or the other way round) is refused with a message that names lr and
+    describes both sides as they are (an unpicklable, unnamed callable; a named
+    function), not as None."""
+    lrs = {"lambda": lambda t: 0.01, "named": _named_lr}
+    path = tmp_path / "run.npz"
+    _minimize(checkpoint=path, maxiter=10, lr=lrs[saved])
+    before = path.read_bytes()
+    with pytest.raises(ValueError) as info:
+        _minimize(checkpoint=path, resume=True, lr=lrs[resumed])
+    message = str(info.value)
+    assert str(path) in message and re.search(r"\blr\b", message), message
+    assert "None" not in message, message
+    assert re.search(_UNNAMED, message), f"the lambda is not described: {message}"
+    assert re.search(rf"{_NAMED}|\bnamed\b", message), f"the function is not named: {message}"
+    assert path.read_bytes() == before
+
+
+def test_fun_raising_mid_run_saves_the_last_completed_step(tmp_path):
+    """Issue 15 item 11: when fun raises mid-run, the state after the last completed step
+    is saved before the exception propagates (checkpoint_every far away): the file
+    resumes at nit 57 and the resumed run ends where an uninterrupted one does."""
+    path = tmp_path / "run.npz"
+    loss, data = _problem()
+    calls = []
+
+    def failing(x, A, b):
+        calls.append(None)
+        if len(calls) == 58:  # the evaluation of iteration 57, after 57 completed steps
+            raise RuntimeError("node lost")
+        return loss(x, A, b)
+
+    opts = {
+        "lr": nadam.schedules.cosine(0.05, total_steps=120, warmup_steps=10),
+        "maxiter": 120,
+        "batch_size": 16,
+        "seed": 3,
+        "checkpoint": path,
+        "checkpoint_every": 1000,
+        "resume": True,
+    }
+    with pytest.raises(RuntimeError, match="node lost"):
+        nadam.minimize(failing, np.zeros(4), args=data, jac=True, options=opts)
+    assert path.exists(), "no checkpoint: 57 steps lost"
+    assert checkpoint.load(path)[0]["nit"] == 57
+    resumed = _minimize(checkpoint=path, checkpoint_every=1000, resume=True)
+    whole = _minimize()
+    np.testing.assert_array_equal(resumed.x, whole.x)
+    for key in ("fun", "nit", "nfev", "njev", "status"):
+        assert resumed[key] == whole[key], key

@@ -166,3 +166,25 @@ def test_bad_hyperparameter_through_scipy():
             method=nadam.methods.adam,
             options={"eps": -1.0},
         )
+
+
+def test_minibatch_result_is_evaluated_on_all_the_data_through_scipy():
+    """Issue 15 item 1: through scipy.optimize.minimize with jac=True (scipy memoises
+    fun on x only), res.fun and res.jac are the full-data values at res.x, as with
+    nadam.minimize, not the last minibatch's cached ones; x is the same either way."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(10000, 3))
+    y = X @ [1.0, -2.0, 0.5] + rng.normal(size=10000)
+
+    def f(w, X, y):
+        r = X @ w - y
+        return np.mean(r**2), 2 * X.T @ r / len(y)
+
+    o = {"lr": 0.05, "maxiter": 500, "batch_size": 32, "seed": 0}
+    b = so.minimize(f, np.zeros(3), args=(X, y), jac=True, method=nadam.methods.adam, options=o)
+    direct = nadam.minimize(f, np.zeros(3), args=(X, y), jac=True, options=o)
+    np.testing.assert_array_equal(b.x, direct.x)
+    full_f, full_g = f(b.x, X, y)
+    assert b.fun == full_f, f"res.fun {b.fun} is not f(res.x) {full_f} on all the data"
+    np.testing.assert_array_equal(b.jac, full_g)
+    assert b.fun == direct.fun and b.nfev == direct.nfev

@@ -5,6 +5,7 @@ callbacks, bounds, minibatches, streams, resumption and bad input."""
 from __future__ import annotations
 
 import doctest
+import re
 import warnings
 
 import numpy as np
@@ -731,3 +732,136 @@ def test_sampler_state_round_trip_and_uniformity():
 def test_docstring_examples(module):
     result = doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE)
     assert result.failed == 0 and result.attempted > 0
+
+
+# ---------------------------------------------------------------------------
+# Issue 15: a step that produces a non-finite iterate; run() at and after the end
+# ---------------------------------------------------------------------------
+
+_RNG = np.random.default_rng(15)
+_A = _RNG.normal(size=64) + 2.0
+_B = 3.0 * _A + 0.1 * _RNG.normal(size=64)
+
+
+@njit(cache=True)
+def _flat_in_x1(x, a, b, reach):
+    """f = mean((a x0 - b)^2), whose gradient in x1 is exactly 0: with eps = 0 Adam's
+    first step is 0/0 in x1, a NaN iterate.  ``reach``: f also reads x1 (0 * x1)."""
+    r = a * x[0] - b
+    f = np.sum(r * r) / len(b)
+    if reach:
+        f += 0.0 * x[1]
+    g = np.zeros_like(x)
+    g[0] = 2.0 * np.sum(a * r) / len(b)
+    return f, g
+
+
+_PATHS = {
+    "full batch": {"compiled": False},
+    "minibatch": {"compiled": False, "batch_size": 16, "seed": 0},
+    "compiled": {"compiled": True},
+    "compiled minibatch": {"compiled": True, "batch_size": 16, "seed": 0},
+    "return_best": {"compiled": False, "return_best": True},
+}
+
+
+@pytest.mark.parametrize(
+    "path, reach",
+    [(p, r) for p in _PATHS for r in (True, False)],
+    ids=lambda v: v if isinstance(v, str) else ("f reads it" if v else "f ignores it"),
+)
+def test_a_nonfinite_iterate_is_never_returned(path, reach):
+    """Issue 15 item 2: a step that would write NaN into x (Adam with eps=0 on a zero
+    gradient component: 0/0) ends the run with status 3 and a message naming x, on every
+    path (Python loop, minibatches, the compiled loop, return_best), whether or not the
+    NaN reaches f.  The step is guarded element by element, in the pass that writes x:
+    the element whose new value is not finite keeps its last finite value (0 here), the
+    others take the step; fun and jac are evaluated at the x returned."""
+    x0 = np.zeros(2)
+    res = nadam.minimize(
+        _flat_in_x1,
+        x0,
+        args=(_A, _B, reach),
+        jac=True,
+        options={"lr": 0.1, "eps": 0.0, "maxiter": 50, **_PATHS[path]},
+    )
+    assert np.all(np.isfinite(res.x)), f"status {res.status}, x = {res.x}"
+    assert (res.status, res.success) == (3, False), res.message
+    assert re.search(r"^NaN result encountered: .*\b(iterate|x)\b", res.message), res.message
+    assert res.x[1] == x0[1]  # its last finite value
+    if path == "return_best":
+        np.testing.assert_array_equal(res.x, x0)  # the best evaluated iterate
+    else:
+        assert res.x[0] != x0[0] and res.nit == 1  # the step was taken where it was finite
+    assert res.fun == _flat_in_x1(res.x, _A, _B, reach)[0]
+
+
+def test_an_overflowing_float32_step_is_never_returned():
+    """Issue 15 item 2: float32 with lr = 1e39 (inf in float32) steps to x = -inf; the
+    run ends with status 3 on the last finite iterate, x0."""
+
+    def quad32(x):
+        return float(x @ x), 2 * x
+
+    x0 = np.array([1.0, 2.0], np.float32)
+    res = nadam.minimize(quad32, x0, jac=True, options={"lr": 1e39, "maxiter": 10})
+    assert np.all(np.isfinite(res.x)), f"status {res.status}, x = {res.x}"
+    assert (res.status, res.success) == (3, False), res.message
+    assert re.search(r"^NaN result encountered: .*\b(iterate|x)\b", res.message), res.message
+    np.testing.assert_array_equal(res.x, x0)
+
+
+def _lsq(x, A, b):
+    r = A @ x - b
+    return r @ r / len(b), 2 * A.T @ r / len(b)
+
+
+_LSQ_DATA = (_RNG.normal(size=(120, 4)), _RNG.normal(size=120))
+
+
+@pytest.mark.parametrize("batch_size", [None, 16], ids=["full-batch", "minibatch"])
+def test_the_chunk_that_reaches_maxiter_returns_the_result(batch_size):
+    """Issue 15 item 9: with maxiter = 30, the third run(10) reaches nit 30 and returns
+    the result (today it returns None and a fourth call is needed), the same result as
+    one run()."""
+    kw = dict(
+        args=_LSQ_DATA,
+        jac=True,
+        options={"lr": 0.05, "maxiter": 30, "batch_size": batch_size, "seed": 1},
+    )
+    whole = Minimizer(_lsq, np.zeros(4), **kw).run()
+    m = Minimizer(_lsq, np.zeros(4), **kw)
+    assert m.run(10) is None and m.run(10) is None
+    last = m.run(10)
+    assert m.state.nit == 30
+    assert last is not None, "run(10) reached maxiter but returned None"
+    np.testing.assert_array_equal(last.x, whole.x)
+    for key in ("fun", "nit", "nfev", "njev", "status", "message"):
+        assert last[key] == whole[key], key
+
+
+@pytest.mark.parametrize("batch_size", [None, 16], ids=["full-batch", "minibatch"])
+def test_running_a_finished_run_again_changes_nothing(batch_size):
+    """Issue 15 item 13: run() on a finished run is a no-op returning the same result: no
+    evaluation of fun (on another batch), no extra nfev."""
+    calls = []
+
+    def counted(x, A, b):
+        calls.append(len(b))
+        return _lsq(x, A, b)
+
+    m = Minimizer(
+        counted,
+        np.zeros(4),
+        args=_LSQ_DATA,
+        jac=True,
+        options={"lr": 0.05, "maxiter": 30, "batch_size": batch_size, "seed": 1},
+    )
+    first = m.run()
+    n = len(calls)
+    second = m.run()
+    assert len(calls) == n, f"fun was called again: {calls[n:]}"
+    np.testing.assert_array_equal(second.x, first.x)
+    np.testing.assert_array_equal(second.jac, first.jac)
+    for key in ("fun", "nit", "nfev", "njev", "status", "message"):
+        assert second[key] == first[key], key

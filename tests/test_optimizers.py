@@ -3,6 +3,7 @@ gradients, checkpoints, repr."""
 
 from __future__ import annotations
 
+import copy
 import inspect
 import math
 import pickle
@@ -559,3 +560,46 @@ def test_repr_lists_only_constructor_arguments(name):
     cls = CLASSES[name]
     keys = re.findall(r"(\w+)=", repr(cls(np.zeros(2))))
     assert keys and set(keys) <= set(inspect.signature(cls).parameters), keys
+
+
+# ---------------------------------------------------------------------------------
+# Issue 15 item 3: copies of an optimizer
+# ---------------------------------------------------------------------------------
+
+
+def _copied(opt, how: str):
+    """``opt`` deep-copied or pickled and unpickled; None if it refuses, clearly, to be
+    copied (the issue allows that)."""
+    try:
+        if how == "deepcopy":
+            return copy.deepcopy(opt)
+        return pickle.loads(pickle.dumps(opt))
+    except (TypeError, pickle.PicklingError) as exc:
+        assert re.search(r"cop|pickl", str(exc), re.IGNORECASE), f"unclear refusal: {exc}"
+        return None
+
+
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+@pytest.mark.parametrize("name", NAMES)
+def test_a_copied_optimizer_steps_its_own_params(name, how):
+    """Issue 15 item 3: a deep copy or a pickle round trip of an optimizer owns its
+    params and updates them: the copy's step gives the original's step, value for value,
+    and leaves the original (its params, state and step count) untouched."""
+    x0, a = problem(9)
+    x = x0.copy()
+    opt = CLASSES[name](x, lr=0.05)
+    opt.step(grad(x, a))  # a state that is not the initial one
+    c = _copied(opt, how)
+    if c is None:
+        return  # refused to be copied, with a message saying so
+    assert c.params is not x and not np.shares_memory(c.params, x)
+    np.testing.assert_array_equal(c.params, x)
+    before = snapshot(opt)
+    g = grad(x, a)
+    c.step(g)
+    assert_same_snapshot(snapshot(opt), before)  # the original is untouched
+    assert not np.array_equal(c.params, x), "the copy's step did not update its params"
+    opt.step(g)
+    np.testing.assert_array_equal(c.params, x)
+    assert_same_snapshot(snapshot(c), snapshot(opt))
+    assert c.t == opt.t == 2

@@ -265,9 +265,10 @@ def check_host(hp, aux, h, n_hyper, n_aux, n_coefficients):
 
 def _compile(template, name: str, rule: Rule, parallel: bool = False, **bindings):
     # Cache files are named after the variant and the digest of the rule's
-    # sources: a cached kernel is never stale.
+    # sources: a cached kernel is never stale.  (A rule defined in a notebook or in
+    # exec-ed code has no file for numba's cache to key on: not cached.)
     fn = rebind(template, f"{name}_{rule.digest}", **bindings)
-    return numba.njit(parallel=parallel, **_JIT)(fn)
+    return numba.njit(parallel=parallel, **{**_JIT, "cache": rule.cacheable})(fn)
 
 
 def _variant_name(rule: Rule, flags: tuple, parallel: bool, shared: str | None = None) -> str:

@@ -283,10 +283,10 @@ def _project_template(x, lo, hi):
         i += stride
 
 
-def _compile(template, name: str, **bindings):
+def _compile(template, name: str, cache: bool = True, **bindings):
     cuda = load()
     fn = rebind(template, name, cuda=cuda, THREADS=THREADS, **bindings)
-    return cuda.jit(cache=True)(fn)
+    return cuda.jit(cache=cache)(fn)
 
 
 @cache
@@ -351,6 +351,7 @@ def first_pass(rule: Rule, flags: tuple = ()):
     return _compile(
         _first_pass_template,
         _name(rule, flags, "first"),
+        rule.cacheable,
         _accumulate=_device_function(rule.accumulate),
         _FLAGS=flags,
     )

@@ -269,7 +269,7 @@ def driver(
     if key in _DRIVERS:
         return _DRIVERS[key]
     prints = [_fingerprint(fun)] + ([] if jac is None else [_fingerprint(jac)])
-    cached = None not in prints
+    cached = None not in prints and rule.cacheable
     shape = (
         f"{rule.name}{flags}{parallel}{shared}{sampled}{observe}{callback}{average}{average_beta}"
     )

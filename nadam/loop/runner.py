@@ -169,6 +169,9 @@ class Runner:
 
             self._bar = tqdm(total=self._maxiter, initial=s.nit, unit="it", dynamic_ncols=True)
         end = None if max_steps is None else s.nit + max_steps
+        if end is not None and end >= self._maxiter:
+            # The steps reach maxiter: evaluate that iterate too, where the run stops.
+            end = max(end, self._maxiter + 1)
         if self._ctl[PAUSED]:  # the callback raised at an evaluated iterate: its step first
             self._ctl[PAUSED], self._ctl[RESUME] = 0, 1
         pending.clear()

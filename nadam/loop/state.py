@@ -68,11 +68,14 @@ def _float(state: dict, key: str, allowed: str, ok) -> float:
 
 
 def _array(state: dict, key: str, shape: tuple, dtype, finite: bool = True) -> np.ndarray:
+    # finite=False still refuses NaN (a schedule's state may hold an infinite best loss).
     value = state[key]
     ok = isinstance(value, np.ndarray) and value.shape == tuple(shape) and value.dtype == dtype
-    if not ok or (finite and not np.all(np.isfinite(value))):
-        what = "finite " if finite else ""
-        raise _invalid(key, value, f"{what}values of shape {tuple(shape)} and dtype {dtype}")
+    if ok:
+        ok = bool(np.all(np.isfinite(value))) if finite else not np.any(np.isnan(value))
+    if not ok:
+        what = "finite values" if finite else "values (not NaN)"
+        raise _invalid(key, value, f"{what} of shape {tuple(shape)} and dtype {dtype}")
     return value
 
 
