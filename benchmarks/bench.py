@@ -63,7 +63,6 @@ from naive import NaiveOptimizer  # noqa: E402 (the tests' references are the te
 __all__ = [
     "CASES",
     "Case",
-    "bytes_per_element",
     "floor_kernel",
     "interleave",
     "main",
@@ -98,10 +97,6 @@ class Case:
         r = get_rule(self.rule)
         return r.flags({**r.defaults, **r.validate(self.kw)})
 
-    @property
-    def n_slots(self) -> int:
-        return len(get_rule(self.rule).slots(self.flags))
-
 
 def cases() -> tuple[Case, ...]:
     """Every rule of the registry with its defaults, plus the variant of its examples
@@ -127,52 +122,85 @@ def cases() -> tuple[Case, ...]:
 CASES: tuple[Case, ...] = cases()
 
 
-def bytes_per_element(n_slots: int, itemsize: int) -> int:
-    """Bytes a fused in-place step moves per element: read p, g and every state row,
-    write p and every state row (ALGORITHMS.md)."""
-    return (3 + 2 * n_slots) * itemsize
-
-
 # ---------------------------------------------------------------------------------
 # The floor: the kernels' own loop template with a trivial element function
 # ---------------------------------------------------------------------------------
 
 
-def floor_update(p, g, s, h, i, flags):
-    """Touch what a rule with ``sum(flags)`` state rows touches, with one multiply-add.
-
-    ``h[0]`` is 0 in the benchmark, so the arrays keep their values."""
+@numba.njit(forceinline=True, error_model="numpy")
+def _touch(p, g, s, h, i, flags):
+    # What a pass moves, with one multiply-add each: flags[j] reads state row j,
+    # flags[4 + j] writes it back.  h[0] is 0 in the benchmark: nothing changes.
     x = h[0] * g[i]
+    y = p[i] + x
     if flags[0]:
-        s[0, i] = s[0, i] + x
+        v = s[0, i] + x
+        if flags[4]:
+            s[0, i] = v
+        else:
+            y = y + h[0] * v
     if flags[1]:
-        s[1, i] = s[1, i] + x
+        v = s[1, i] + x
+        if flags[5]:
+            s[1, i] = v
+        else:
+            y = y + h[0] * v
     if flags[2]:
-        s[2, i] = s[2, i] + x
+        v = s[2, i] + x
+        if flags[6]:
+            s[2, i] = v
+        else:
+            y = y + h[0] * v
     if flags[3]:
-        s[3, i] = s[3, i] + x
-    return p[i] + x
+        v = s[3, i] + x
+        if flags[7]:
+            s[3, i] = v
+        else:
+            y = y + h[0] * v
+    return y, x
+
+
+def floor_update(p, g, s, h, i, flags):
+    """A pass that writes p: reads p, g and the flagged state rows, writes those
+    flagged so and p, with trivial arithmetic (the kernels' loop writes p)."""
+    y, x = _touch(p, g, s, h, i, flags)
+    return y
+
+
+def floor_accumulate(p, g, s, h, i, flags):
+    """A first pass (p read, not written): as :func:`floor_update`, with two sums."""
+    return _touch(p, g, s, h, i, flags)
 
 
 def _floor_coefficients(hp, t, aux, h):  # never called: a Rule needs one
     pass
 
 
-_FLOOR_HASH = hashlib.sha1(inspect.getsource(floor_update).encode()).hexdigest()[:8]
-_FLOORS: dict[int, Rule] = {}
+def _floor_finish(hp, t, aux, sums, h):  # never called: a two-pass Rule needs one
+    pass
 
 
-def floor_kernel(n_slots: int, parallel: bool):
-    """The floor kernel ``floor(p, g, s, h)`` for ``n_slots`` state rows.
+_FLOOR_HASH = hashlib.sha1(inspect.getsource(_touch.py_func).encode()).hexdigest()[:8]
+_FLOORS: dict[tuple, Callable] = {}
 
-    It is built by :func:`nadam.kernels.cpu.kernel` from the same loop template,
-    compile options and ``prange`` as the real kernels: only the element
-    function differs.  Call it with ``h[0] == 0`` to leave the arrays unchanged.
+
+def floor_kernel(read: int, written: int, writes_p: bool, parallel: bool):
+    """The floor of one pass: ``floor(p, g, s, h)`` reading p, g and the first ``read``
+    state rows, writing back the first ``written`` of them, and p if ``writes_p``.
+
+    It is built by :func:`nadam.kernels.cpu.kernel` (a pass that writes p) or
+    :func:`nadam.kernels.cpu.first_pass` (one that does not: a first pass, with its
+    two sums) from the same loop templates, compile options and ``prange`` as the
+    real passes: only the element function differs.  Call it with ``h[0] == 0`` to
+    leave the arrays unchanged.
     """
-    if n_slots not in _FLOORS:
-        _FLOORS[n_slots] = Rule(
-            f"floor{n_slots}_{_FLOOR_HASH}",
-            f"Floor{n_slots}",
+    key = (read, written, writes_p, parallel)
+    if key not in _FLOORS:
+        name = f"floor{read}{written}{int(writes_p)}_{_FLOOR_HASH}"
+        flags = tuple(j < read for j in range(4)) + tuple(j < written for j in range(4))
+        rule = Rule(
+            name,
+            name.title(),
             "The memory floor.",
             "",
             floor_update,
@@ -186,11 +214,16 @@ def floor_kernel(n_slots: int, parallel: bool):
             ),
             ("lr", "weight_decay", "maximize"),
             "none",
-            ("r0", "r1", "r2", "r3"),
-            slots=lambda flags: tuple(f"r{j}" for j, on in enumerate(flags) if on),
+            tuple(f"f{j}" for j in range(8)),
+            slots=lambda flags: tuple(f"r{j}" for j in range(4) if flags[j]),
+            accumulate=None if writes_p else floor_accumulate,
+            finish=None if writes_p else numba.njit(_floor_finish),
         )
-    flags = tuple(j < n_slots for j in range(4))
-    return cpu.kernel(_FLOORS[n_slots], flags, parallel, "full")
+        if writes_p:
+            _FLOORS[key] = cpu.kernel(rule, flags, parallel, "full")
+        else:
+            _FLOORS[key] = cpu.first_pass(rule, flags, parallel, "full")
+    return _FLOORS[key]
 
 
 # ---------------------------------------------------------------------------------
@@ -244,6 +277,8 @@ def torch_steps(
     cls = reference_class(case.rule)
     if cls is None:
         return {}
+    accepted = inspect.signature(cls).parameters
+    hyper = {k: v for k, v in case.kw.items() if k in accepted}
     out = {}
     for label, kw in (
         ("loop", dict(foreach=False)),
@@ -252,8 +287,13 @@ def torch_steps(
     ):
         if label not in variants:
             continue
+        kw = {k: v for k, v in kw.items() if k in accepted}
+        if label != "loop" and not kw:
+            continue  # the reference has no such path (prodigyopt: one loop)
         try:
-            opt = cls([tp], **case.kw, **kw)
+            opt = cls([tp], **hyper, **kw)
+            if hasattr(opt, "train"):  # schedule-free: steps in train mode
+                opt.train()
             opt.step()
         except (RuntimeError, TypeError, ValueError):
             continue  # no fused kernel for this rule on the CPU
@@ -446,14 +486,14 @@ def make_arrays(case: Case, n: int, dtype, seed: int = 0):
     rng = np.random.default_rng(seed)
     p = rng.standard_normal(n).astype(dtype)
     g = rng.standard_normal(n).astype(dtype)
-    s = _kernels.state(case.rule, n, dtype, **case.kw)
+    s = _kernels.state(case.rule, n, dtype, params=p, **case.kw)
     hp = _kernels.hyperparameters(case.rule, **case.kw)
-    aux = _kernels.aux(case.rule)
+    aux = _kernels.aux(case.rule, **case.kw)
     h = _kernels.coefficient_buffer(case.rule, dtype)
     step = cpu.stepper(get_rule(case.rule), case.flags, False)
     for t in range(1, 11):
         step(p, g, s, hp, t, aux, h)
-    return p, g, s, h
+    return p, g, s, h, hp, aux
 
 
 def run_case(
@@ -472,9 +512,10 @@ def run_case(
     the NumPy reference and the installed peers, interleaved."""
     dtype = np.dtype(dtype)
     rule = get_rule(case.rule)
-    p, g, s, h = make_arrays(case, n, dtype)
+    p, g, s, h, hp, aux = make_arrays(case, n, dtype)
     hz = np.zeros(1, dtype)  # the floor's one coefficient, 0
-    ks = case.n_slots
+    # The floor of each pass: the same arrays read and written, trivial arithmetic.
+    passes = rule.passes_moved(case.flags)
     threads = numba.get_num_threads() > 1
     kinds = [False, True] if threads else [False]
     if parallel is not None:
@@ -487,10 +528,14 @@ def run_case(
     if kernels:
         for par in kinds:
             tag = "parallel" if par else "serial"
-            k = cpu.kernel(rule, case.flags, par)
-            f = floor_kernel(ks, par)
-            group_k[f"floor {tag}"] = lambda f=f: f(p, g, s, hz)
-            group_k[f"nadam {tag}"] = lambda k=k: k(p, g, s, h)
+            floors = [(floor_kernel(r, w, wp, par), s[:r]) for r, w, wp in passes]
+            group_k[f"floor {tag}"] = lambda fs=floors: [f(p, g, rows, hz) for f, rows in fs]
+            if len(passes) == 1:
+                k = cpu.kernel(rule, case.flags, par)
+                group_k[f"nadam {tag}"] = lambda k=k: k(p, g, s, h)
+            else:  # both passes, and the host arithmetic between them
+                st = cpu.stepper(rule, case.flags, par, cpu.shared_mode(hp))
+                group_k[f"nadam {tag}"] = lambda st=st: st(p, g, s, hp, 11, aux, h)
     group_p: dict[str, Callable] = {}
     if step:
         cls = optimizer_class(case.rule)
@@ -508,7 +553,7 @@ def run_case(
         group_p.update(torch_steps(case, p, g, variants))
         if not quick:
             group_p.update(optax_step(case, p, g))
-    res = Result(case, dtype.name, n, bytes_per_element(ks, dtype.itemsize))
+    res = Result(case, dtype.name, n, rule.traffic(case.flags) * dtype.itemsize)
     timing = (1e-3, 5e-3) if quick else ()
     c0, t0 = others_cpu(), time.perf_counter()
     res.times = {}

@@ -20,7 +20,6 @@ from bench import (  # noqa: F401 (re-exported for the scripts)
     PEERS,
     Case,
     Result,
-    bytes_per_element,
     detail,
     floor_kernel,
     interleave,

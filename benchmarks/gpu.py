@@ -182,7 +182,7 @@ def main() -> None:
         hp = np.zeros(rule.n_hyper)
         rule.pack(values, hp)
         h = np.zeros(rule.n_coefficients, dtype)
-        rule.coefficients(hp, 1, np.array(rule.aux_init), h)
+        rule.coefficients(hp, 1, rule.initial_aux(rule.defaults), h)
         coefficients = tuple(h)
         launch = ck._configured(ck.kernel(rule, opts), n)
         t_floor = measure(lambda p=p, g=g, s=s: floor(p, g, s))

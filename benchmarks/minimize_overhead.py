@@ -51,7 +51,7 @@ def main() -> None:
         # x, the rule's state, aux and the coefficient buffer, as an Optimizer holds them.
         x = np.zeros(n)
         s = rule.initial_state(rule.defaults, rule.options(rule.defaults), n, x.dtype)
-        return x, s, np.array(rule.aux_init), np.zeros(rule.n_coefficients)
+        return x, s, rule.initial_aux(rule.defaults), np.zeros(rule.n_coefficients)
 
     def floor():
         x, s, aux, h = fresh()

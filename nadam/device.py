@@ -185,6 +185,12 @@ class DeviceArrays:
 
         return step
 
+    def switcher(self, rule: Rule, flags: tuple):
+        """``switch(p, s, h) -> None``: :func:`nadam.kernels.cpu.switch_kernel` on the
+        device (``h`` the host coefficients, passed by value)."""
+        launch = ck.launcher(ck.switch_kernel(rule, flags), self.size)
+        return lambda p, s, h: launch(p, s, tuple(h))
+
     def grad(self, grad: Any):
         """The flat device view of ``grad``, after checking it matches the parameters."""
         if not ck.is_device_array(grad):

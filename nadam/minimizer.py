@@ -44,6 +44,7 @@ from .loop.runner import Runner
 from .loop.state import NFEV, NJEV
 from .loop.status import Status, message
 from .loop.tracker import project, track
+from .optimizers import TrainEval
 from .rules import get_rule
 from .schedules import Schedule
 from .settings import parse
@@ -201,20 +202,22 @@ class Minimizer:
     # -- the result -----------------------------------------------------------------
     def _finish(self, status: int, f: float, g: Any, what: str) -> OptimizeResult:
         s, o = self.state, self.settings
-        x = s.x
+        x, elsewhere = s.x, False  # elsewhere: x is not an iterate the run evaluated
         # A guarded step changed x after its last evaluation (see iteration.STEP_NONFINITE).
         moved = status == Status.NONFINITE and what.startswith("the step")
         at_best = o.return_best and s.best_f < math.inf and (moved or not f <= s.best_f)
         if at_best:
             x, f, g = s.best_x, s.best_f, s.best_g
         elif s.average is not None and status != Status.NONFINITE:
-            x = s.average  # the averaged iterate, evaluated below
+            x, elsewhere = s.average, True  # the averaged iterate
+        elif isinstance(s.optimizer, TrainEval) and status != Status.NONFINITE:
+            x, elsewhere = s.optimizer.evaluation_point(), True  # schedule-free: x, not y
         # Report the full objective at the answer, comparable with any other optimiser:
-        # evaluate again where the last evaluation was a batch's, at another iterate
-        # (an interrupted run's was before its last step; a guarded step moved x), or at
-        # the average.
+        # evaluate again where the last evaluation was a batch's, at another point (an
+        # interrupted run's was before its last step; a guarded step moved x; the
+        # average; the evaluation point).
         again = self._problem.stream is None and (
-            x is s.average
+            elsewhere
             or (s.sampler is not None and (status != Status.NONFINITE or at_best))
             or status == Status.INTERRUPTED
             or (moved and not at_best)

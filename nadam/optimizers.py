@@ -43,10 +43,13 @@ from .rules import RULES, Rule, get_rule
 __all__ = [
     "NonFiniteGradientError",
     "Optimizer",
+    "TrainEval",
+    "apply_state",
     "check_params",
     "checked_gradient",
     "checked_state",
     "export_state",
+    "sharded_step",
     "optimizer_class",
 ]
 
@@ -106,6 +109,12 @@ class Optimizer:
         in it.  A CUDA device array (numba, CuPy, a torch CUDA tensor: anything
         with ``__cuda_array_interface__``; needs ``nadam[cuda]``) is updated on
         the device by one fused kernel per step, with the state kept there too.
+    comm : mpi4py communicator, optional
+        ``params`` is this rank's shard of one parameter vector split over the ranks of
+        ``comm``: the sums over all elements that a rule takes (Prodigy's) are summed
+        over the ranks, and so is the finiteness check, so that every rank takes the
+        same step.  (Element-wise rules need nothing more; :func:`nadam.minimize`'s
+        own ``comm`` is data-parallel, each rank holding all of x.)
     nonfinite : {"raise", "skip", "ignore"}
         What :meth:`step` does with a gradient holding a NaN or an infinity.
         ``"raise"`` (default) raises :class:`NonFiniteGradientError` and leaves
@@ -131,9 +140,16 @@ class Optimizer:
 
     rule: Rule
 
-    def __init__(self, params: Any, *, nonfinite: NonFinite = "raise", **hyper: Any):
+    def __init__(
+        self, params: Any, *, nonfinite: NonFinite = "raise", comm: Any = None, **hyper: Any
+    ):
         rule = self.rule
         values = {**rule.defaults, **rule.validate(hyper)}
+        if comm is not None and not all(hasattr(comm, a) for a in ("Allreduce", "Get_size")):
+            fail("comm", comm, "None or an mpi4py communicator", TypeError)
+        if comm is not None and ck.is_device_array(params):
+            raise ValueError("comm cannot be combined with parameters on a CUDA device")
+        self._comm = comm
         # CUDA arrays get their DeviceArrays (nadam.device), which keeps the state on
         # the device; everything else must be a NumPy array.
         device = DeviceArrays(params) if ck.is_device_array(params) else None
@@ -145,7 +161,7 @@ class Optimizer:
         rule.pack(values, self._hp)
         self._flags = rule.flags(values)
         self._slots = rule.slots(self._flags)
-        self._aux = np.array(rule.aux_init, dtype=np.float64)
+        self._aux = rule.initial_aux(values)
         self.t = 0
         self._bind()
         if device:
@@ -153,6 +169,7 @@ class Optimizer:
             self._state = device.to_device(state)
         else:
             self._state = rule.initial_state(values, self._flags, self._flat.size, params.dtype)
+        self._start()  # (again at the first step, which is when the references take p)
 
     def _bind(self) -> None:
         # Everything derived from the parameters and the hyperparameters: the flat
@@ -168,7 +185,8 @@ class Optimizer:
         # Each public hyperparameter becomes a validated attribute: ``opt.lr = 0.01``
         # is checked at once and takes effect at the next step.
         super().__init_subclass__(**kwargs)
-        for spec in cls.rule.hyper:
+        rule = cls.__dict__.get("rule")
+        for spec in () if rule is None else rule.hyper:  # (None: a base class)
             if not spec.fixed and spec.name not in cls.__dict__:
                 setattr(
                     cls,
@@ -206,21 +224,12 @@ class Optimizer:
         """
         step = self._steppers.get(kind)
         if step is None:
-            rule, flags, device = self.rule, self._flags, self._device
-            if device is not None:
-                make = {
-                    "plain": device.stepper,
-                    "checked": device.checked_stepper,
-                    "guarded": device.guarded_stepper,
-                }[kind]
-                step = make(rule, flags)
+            # cpu.stepper, cpu.checked_stepper, cpu.guarded_stepper, or the device's.
+            name = "stepper" if kind == "plain" else f"{kind}_stepper"
+            if self._device is not None:
+                step = getattr(self._device, name)(self.rule, self._flags)
             else:
-                make = {
-                    "plain": cpu.stepper,
-                    "checked": cpu.checked_stepper,
-                    "guarded": cpu.guarded_stepper,
-                }[kind]
-                step = make(rule, flags, self._parallel, self._shared)
+                step = getattr(cpu, name)(self.rule, self._flags, self._parallel, self._shared)
             self._steppers[kind] = step
         return step
 
@@ -244,13 +253,20 @@ class Optimizer:
         their old value); the step counts either way.  ``avg`` (flat, or None)
         moves towards the new iterate by ``weight``.
         """
+        if self.t == 0:
+            self._start()
         if callable(self._values["lr"]):
             self._hp[rules.LR] = self.current_lr()
-        bad = self.stepper("guarded")(
-            self._flat, grad, self._state, self._hp, self.t + 1, self._aux, self._h, avg, weight
-        )
+        args = (self._flat, grad, self._state, self._hp, self.t + 1, self._aux, self._h)
+        bad = self.stepper("guarded")(*args, avg, weight)
         self.t += 1
         return bad
+
+    def _start(self) -> None:
+        # The state slots that start as the parameters (at the first step, as the
+        # reference implementations take them).
+        for name in self.rule.from_params:
+            self._state[self._slots.index(name)] = self._flat
 
     # -- the public interface -------------------------------------------------------------
     @property
@@ -299,12 +315,18 @@ class Optimizer:
         None
         """
         g = self._device.grad(grad) if self._device else checked_gradient(self._p, grad)
+        if self.t == 0:
+            self._start()
         if callable(self._values["lr"]):
             self._hp[rules.LR] = self.current_lr()
         args = (self._flat, g, self._state, self._hp, self.t + 1, self._aux, self._h)
-        if self._nonfinite == "ignore":
-            self.stepper("plain")(*args)
-        elif not self.stepper("checked")(*args):
+        if self._comm is not None:
+            done = sharded_step(self, args)
+        elif self._nonfinite == "ignore":
+            done = self.stepper("plain")(*args) is None
+        else:
+            done = self.stepper("checked")(*args)
+        if not done:
             if self._nonfinite == "raise":
                 raise NonFiniteGradientError(
                     f"gradient holds NaN or inf at step {self.t + 1}; "
@@ -337,27 +359,14 @@ class Optimizer:
             or holds a value out of range (a negative step count, a state array of
             another shape or dtype, a non-finite host state), naming the field.
         """
-        values, rows, aux, t = checked_state(self, state_dict)
-        if self._device:
-            host = np.empty((len(self._slots), self._flat.size), self._flat.dtype)
-            for k, row in enumerate(rows):
-                host[k] = row
-            self._device.copy_in(self._state, host)
-        else:
-            for k, row in enumerate(rows):
-                self._state[k] = row
-        self._values = values
-        self.rule.pack(values, self._hp)
-        self._aux[...] = aux
-        self.t = t
-        self._shared = cpu.shared_mode(self._hp)
-        self._steppers.clear()
+        apply_state(self, *checked_state(self, state_dict))
 
     # -- copies ------------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
-        if self._device is not None:
+        if self._device is not None or self._comm is not None:
+            where = "a CUDA array" if self._device is not None else "a shard (comm)"
             raise TypeError(
-                f"an optimizer of a CUDA array cannot be copied or pickled; save "
+                f"an optimizer of {where} cannot be copied or pickled; save "
                 f"{type(self).__name__}.state_dict() and load it into a new optimizer"
             )
         return {
@@ -372,7 +381,7 @@ class Optimizer:
     def __setstate__(self, saved: dict[str, Any]) -> None:
         # A copy owns its (copied) parameters: the flat view and the steppers are
         # made again from them, never copied (a copied view would update nothing).
-        self._device = None
+        self._device, self._comm = None, None
         self._p = saved["params"]
         self._nonfinite = saved["nonfinite"]
         self._values = saved["values"]
@@ -410,6 +419,46 @@ def export_state(opt: Optimizer) -> dict[str, Any]:
         "dtype": opt._flat.dtype.name,
         "size": opt._flat.size,
     }
+
+
+def sharded_step(opt: Optimizer, args: tuple) -> bool:
+    """One step of an optimizer whose parameters are one rank's shard (``comm``): the
+    finiteness check and a two-pass rule's sums summed over the ranks.  False (and
+    nothing touched, on every rank) when some rank's gradient is not finite."""
+    from mpi4py import MPI  # a communicator was given: mpi4py is there
+
+    comm = opt._comm
+    if opt._nonfinite != "ignore":
+        bad = np.array([0.0 if cpu.all_finite(args[1]) else 1.0])
+        comm.Allreduce(MPI.IN_PLACE, bad, op=MPI.SUM)
+        if bad[0]:
+            return False
+    if opt.rule.accumulate is None:
+        opt.stepper("plain")(*args)
+        return True
+    begin, end = cpu.split_stepper(opt.rule, opt._flags, opt._parallel, opt._shared)
+    sums = begin(*args)
+    comm.Allreduce(MPI.IN_PLACE, sums, op=MPI.SUM)
+    end(*args, sums, None, 0.0)
+    return True
+
+
+def apply_state(opt: Optimizer, values: dict, rows: list, aux: np.ndarray, t: int) -> None:
+    """Load what :func:`checked_state` checked into ``opt``."""
+    if opt._device:
+        host = np.empty((len(opt._slots), opt._flat.size), opt._flat.dtype)
+        for k, row in enumerate(rows):
+            host[k] = row
+        opt._device.copy_in(opt._state, host)
+    else:
+        for k, row in enumerate(rows):
+            opt._state[k] = row
+    opt._values = values
+    opt.rule.pack(values, opt._hp)
+    opt._aux[...] = aux
+    opt.t = t
+    opt._shared = cpu.shared_mode(opt._hp)
+    opt._steppers.clear()
 
 
 def checked_state(opt: Optimizer, sd: Any) -> tuple[dict, list, np.ndarray, int]:
@@ -495,8 +544,92 @@ def _docstring(rule: Rule) -> str:
     lines += [
         'nonfinite : {"raise", "skip", "ignore"}, default "raise"',
         "    See :class:`Optimizer`.",
+        "comm : mpi4py communicator, optional",
+        "    ``params`` is this rank's shard of a vector split over the ranks of ``comm``:",
+        "    a rule's sums over all elements are summed over them (see :class:`Optimizer`).",
     ]
     return "\n".join(lines)
+
+
+class TrainEval(Optimizer):
+    """Base of the classes whose rule trains at one point and evaluates at another
+    (schedule-free: the parameters hold ``y`` while training, the average ``x`` for
+    evaluation).  The class starts in train mode; :meth:`step` needs it."""
+
+    rule: Rule
+
+    def __init__(
+        self, params: Any, *, nonfinite: NonFinite = "raise", comm: Any = None, **hyper: Any
+    ):
+        super().__init__(params, nonfinite=nonfinite, comm=comm, **hyper)
+        self._train_mode = True
+
+    @property
+    def train_mode(self) -> bool:
+        """Whether the parameters hold the training point (see :meth:`train`, :meth:`eval`)."""
+        return self._train_mode
+
+    def eval(self) -> None:
+        """Switch the parameters to the point to evaluate (schedule-free: the average x),
+        in place; a no-op in eval mode and before the first step."""
+        if self._train_mode:
+            self._switch(self._flat, to_eval=True)
+            self._train_mode = False
+
+    def train(self) -> None:
+        """Switch the parameters back to the training point (schedule-free: y), in
+        place; a no-op in train mode and before the first step."""
+        if not self._train_mode:
+            self._switch(self._flat, to_eval=False)
+            self._train_mode = True
+
+    def evaluation_point(self) -> Any:
+        """A copy of the point to evaluate, the optimizer left as it is (in train mode)."""
+        if not self._train_mode:
+            raise RuntimeError("in eval mode the parameters are the evaluation point")
+        point = self._flat.copy()
+        self._switch(point, to_eval=True)
+        return point.reshape(self._p.shape)
+
+    def _switch(self, p: Any, to_eval: bool) -> None:
+        if self.t == 0:
+            return
+        if to_eval and self._hp[4] == 0.0:
+            raise ValueError(
+                f"eval() needs {self.rule.arguments[1]} (beta1) > 0: with 0, the average is not "
+                "kept apart from z"
+            )
+        h = np.zeros(3, dtype=self._flat.dtype)
+        self.rule.switch_coefficients(self._hp, to_eval, h)
+        if self._device is not None:
+            self._device.switcher(self.rule, self._flags)(p, self._state, h)
+        else:
+            cpu.switch_kernel(self.rule, self._flags, self._parallel)(p, self._state, h)
+
+    def step(self, grad: Any) -> None:
+        if not self._train_mode:
+            raise RuntimeError(
+                f"{type(self).__name__}.step() in eval mode: call train() first (the "
+                "gradient is taken at the training point)"
+            )
+        super().step(grad)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "train_mode": self._train_mode}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "train_mode": self._train_mode}
+
+    def __setstate__(self, saved: dict[str, Any]) -> None:
+        super().__setstate__(saved)
+        self._train_mode = saved["train_mode"]
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        mode = state_dict.get("train_mode", True) if isinstance(state_dict, dict) else True
+        if not isinstance(mode, (bool, np.bool_)):
+            fail("state_dict['train_mode']", mode, "True or False", TypeError)
+        super().load_state_dict(state_dict)
+        self._train_mode = bool(mode)
 
 
 def _signature(rule: Rule) -> inspect.Signature:
@@ -516,6 +649,7 @@ def _signature(rule: Rule) -> inspect.Signature:
             "nonfinite", inspect.Parameter.KEYWORD_ONLY, default="raise", annotation="NonFinite"
         )
     )
+    params.append(inspect.Parameter("comm", inspect.Parameter.KEYWORD_ONLY, default=None))
     return inspect.Signature(params)
 
 
@@ -526,7 +660,9 @@ def _init(signature: inspect.Signature) -> Callable[..., None]:
     def __init__(self: Optimizer, params: Any, *args: Any, **kwargs: Any) -> None:
         hyper = dict(signature.bind(params, *args, **kwargs).arguments)
         del hyper["params"]
-        Optimizer.__init__(self, params, nonfinite=hyper.pop("nonfinite", "raise"), **hyper)
+        base = TrainEval if isinstance(self, TrainEval) else Optimizer
+        nonfinite, comm = hyper.pop("nonfinite", "raise"), hyper.pop("comm", None)
+        base.__init__(self, params, nonfinite=nonfinite, comm=comm, **hyper)
 
     self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
     __init__.__signature__ = signature.replace(
@@ -555,7 +691,8 @@ def optimizer_class(rule: Rule | str) -> type[Optimizer]:
             "__module__": __name__,
             "__qualname__": rule.class_name,
         }
-        cls = type(rule.class_name, (Optimizer,), namespace)
+        base = Optimizer if rule.switch is None else TrainEval
+        cls = type(rule.class_name, (base,), namespace)
         _CLASSES[rule.name] = cls
     return cls
 

@@ -82,8 +82,8 @@ __all__ = [
 class Hyper:
     """One public hyperparameter: its name, default, allowed values and meaning.
 
-    ``kind`` is ``"real"`` (a number in ``[low, high]``, or ``[low, high)`` when
-    ``high_open``; infinity only with ``allow_inf``; None too with
+    ``kind`` is ``"real"`` (a number in ``[low, high]``, either end open with
+    ``low_open``, ``high_open``; infinity only with ``allow_inf``; None too with
     ``allow_none``), ``"int"``, ``"betas"`` (a pair, each in ``[0, 1)``) or
     ``"bool"``.  ``lr`` may also be a schedule: any callable ``t -> float``.  A
     ``fixed`` hyperparameter is not an argument of the rule: it always has its
@@ -96,6 +96,7 @@ class Hyper:
     kind: str = "real"
     low: float = 0.0
     high: float = math.inf
+    low_open: bool = False
     high_open: bool = False
     allow_inf: bool = False
     allow_none: bool = False
@@ -143,6 +144,7 @@ class Hyper:
             value,
             self.low,
             self.high,
+            low_open=self.low_open,
             high_open=self.high_open,
             allow_none=self.allow_none,
         )
@@ -460,8 +462,9 @@ class Rule:
         ``flags(values) -> tuple of bool`` from the validated hyperparameters.
     slots : callable
         ``slots(flags) -> tuple of str``: names of the state rows.
-    aux_init : tuple of float
-        Initial host state (``aux``).
+    aux_init : tuple of float, or callable
+        Initial host state (``aux``), or ``aux_init(values) -> tuple`` when it
+        depends on the hyperparameters (Prodigy's ``d0``).
     cross_check : callable
         Raises ``ValueError`` for invalid combinations of hyperparameters.
     initial : callable
@@ -476,9 +479,18 @@ class Rule:
         The first pass and the host function between the passes of a two-pass
         rule (see the module docstring); None for one pass.
     moved : callable or None
-        ``moved(flags) -> int``: the arrays a step reads and writes per element,
-        when not the one pass's ``3 + 2·len(slots)`` (p and g read, p written, every
-        state row read and written): a step's memory traffic, its speed limit.
+        ``moved(flags) -> ((rows read, rows written, p written), ...)``, one triple per
+        pass: the memory a step moves besides reading p and g, its speed limit, when
+        not the one pass's ``((k, k, True),)`` (every one of the k state rows read and
+        written, and p).
+    from_params : tuple of str
+        State slots that start as a copy of the parameters (Prodigy's ``p0``,
+        schedule-free's ``z``), at the first step.
+    switch, switch_coefficients : callable or None
+        Rules whose parameters hold a different point while training than the one
+        to evaluate (schedule-free: ``y`` and ``x``) map one to the other in place:
+        ``switch(p, s, h, i, flags) -> new p[i]``, with ``h`` from
+        ``switch_coefficients(hp, to_eval, h)`` (three slots, ``@njit``).
     """
 
     name: str
@@ -494,14 +506,17 @@ class Rule:
     flag_names: tuple[str, ...] = ()
     flags: Callable[[dict], tuple] = _no_flags
     slots: Callable[[tuple], tuple[str, ...]] = lambda flags: ()
-    aux_init: tuple[float, ...] = ()
+    aux_init: tuple[float, ...] | Callable[[dict], tuple] = ()
     cross_check: Callable[[dict], None] = _no_check
     initial: Callable[[dict], float] = _zero
     examples: tuple[dict, ...] = ({},)
     notes: str = ""
     accumulate: Callable | None = None
     finish: Callable | None = None
-    moved: Callable[[tuple], int] | None = None
+    moved: Callable[[tuple], tuple[tuple[int, int, bool], ...]] | None = None
+    from_params: tuple[str, ...] = ()
+    switch: Callable | None = None
+    switch_coefficients: Callable | None = None
     defaults: dict = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -545,8 +560,19 @@ class Rule:
             k += spec.width
 
     def initial_state(self, values: dict, flags: tuple, n: int, dtype) -> np.ndarray:
-        """The ``(k, n)`` state of ``n`` parameters at step 0."""
+        """The ``(k, n)`` state of ``n`` parameters at step 0 (``from_params`` slots are
+        filled from the parameters at the first step)."""
         return np.full((len(self.slots(flags)), n), self.initial(values), dtype=dtype)
+
+    def initial_aux(self, values: dict) -> np.ndarray:
+        """The float64 host state at step 0 (``aux_init``)."""
+        aux = self.aux_init(values) if callable(self.aux_init) else self.aux_init
+        return np.array(aux, dtype=np.float64)
+
+    @property
+    def n_aux(self) -> int:
+        """Length of the host state ``aux``."""
+        return len(self.initial_aux(self.defaults))
 
     @property
     def arguments(self) -> tuple[str, ...]:
@@ -558,11 +584,17 @@ class Rule:
         """Length of the packed hyperparameter vector ``hp``."""
         return sum(spec.width for spec in self.hyper)
 
-    def traffic(self, flags: tuple) -> int:
-        """The arrays one step reads and writes per element (see ``moved``)."""
+    def passes_moved(self, flags: tuple) -> tuple[tuple[int, int, bool], ...]:
+        """``(state rows read, rows written, p written)`` of each pass (see ``moved``)."""
         if self.moved is not None:
             return self.moved(flags)
-        return 3 + 2 * len(self.slots(flags))
+        k = len(self.slots(flags))
+        return ((k, k, True),)
+
+    def traffic(self, flags: tuple) -> int:
+        """The arrays one step reads and writes per element: p and g read each pass, the
+        state rows read and written, p written (ALGORITHMS.md's table)."""
+        return sum(2 + r + w + wp for r, w, wp in self.passes_moved(flags))
 
     @property
     def passes(self) -> int:
@@ -573,10 +605,7 @@ class Rule:
     def cacheable(self) -> bool:
         """Whether compiled code of the rule can be cached on disk: its functions live
         in modules that have source files (not in a notebook cell or ``exec``-ed code)."""
-        functions = [self.update, self.coefficients.py_func]
-        if self.accumulate is not None:
-            functions += [self.accumulate, self.finish.py_func]
-        for fn in functions:
+        for fn in self._functions():
             module = sys.modules.get(fn.__module__)
             if getattr(module, "__file__", None) is None:
                 return False
@@ -586,10 +615,15 @@ class Rule:
     def digest(self) -> str:
         """A digest of the sources of the rule's functions: part of every compiled
         variant's cache name, so that an edited rule never loads a stale kernel."""
-        parts = [self.update, self.coefficients.py_func]
+        return source_digest(*self._functions())
+
+    def _functions(self) -> list[Callable]:
+        functions = [self.update, self.coefficients.py_func]
         if self.accumulate is not None:
-            parts += [self.accumulate, self.finish.py_func]
-        return source_digest(*parts)
+            functions += [self.accumulate, self.finish.py_func]
+        if self.switch is not None:
+            functions += [self.switch, self.switch_coefficients.py_func]
+        return functions
 
 
 def _lr(default: float, doc: str = "Learning rate :math:`\\gamma`, or a schedule ``t -> lr``."):
@@ -929,10 +963,410 @@ p_t &= p_{t-1} - \frac{\gamma}{1-\beta_1^t} m_t \cdot
     examples=({"lr": 0.02}, {"lr": 0.02, "betas": (0.8, 0.99)}, {"lr": 0.02, "betas": (0.5, 0.6)}),
 )
 
+# ---------------------------------------------------------------------------
+# Learning-rate-free and schedule-free rules
+# ---------------------------------------------------------------------------
+
+# Prodigy (prodigyopt 1.1.2).  aux: the step size d, its running maximum, the
+# numerator of its estimate, and the package's step count k (which does not
+# advance on a skipped step).  Two passes (the update needs the new d): the first
+# updates s and sums <g, p0 - p> and |s| (old d); `finish` makes the new d; the
+# second updates m and v with the old d and the parameters with the new one.
+_D, _D_MAX, _D_NUMERATOR, _K = range(4)
+
+
+def prodigy_accumulate(p, g, s, h, i, flags):
+    (momentum,) = flags
+    d = g[i] if RAW_GRAD else h[0] * g[i] + h[1] * p[i]
+    k = 2 if momentum else 1  # s; p0 next to it
+    dot = d * (s[k + 1, i] - p[i])
+    s_new = h[3] * s[k, i] + h[4] * d
+    s[k, i] = s_new
+    return dot, abs(s_new)
+
+
+def prodigy_update(p, g, s, h, i, flags):
+    (momentum,) = flags
+    d = g[i] if RAW_GRAD else h[0] * g[i] + h[1] * p[i]
+    k = 1 if momentum else 0  # exp_avg_sq
+    v = h[7] * s[k, i] + (h[8] * d) * d
+    s[k, i] = v
+    den = math.sqrt(v) + h[9]
+    # Decoupled decay as the package takes it, p + (-λ·dγ)·p, with h[11] = -λ·dγ (h[2],
+    # its multiplier 1 - λ·dγ, says whether there is one, as for every rule).
+    base = p[i] if RAW_PARAM else p[i] + h[11] * p[i]
+    if momentum:
+        m = h[5] * s[0, i] + h[6] * d
+        s[0, i] = m
+        return base + (h[10] * m) / den
+    return base + (h[10] * d) / den
+
+
+@njit(cache=True)
+def _prodigy_dlr(hp, aux):
+    # d·lr·(bias correction): the step size of this step, from the old d and k.
+    lr, beta1, beta2, k = hp[0], hp[4], hp[5], aux[_K]
+    if hp[8] != 0.0:  # use_bias_correction
+        return aux[_D] * lr * ((1.0 - beta2 ** (k + 1.0)) ** 0.5 / (1.0 - beta1 ** (k + 1.0)))
+    return aux[_D] * lr
+
+
+@njit(cache=True)
+def _prodigy_beta3(hp):
+    return math.sqrt(hp[5]) if hp[6] != hp[6] else hp[6]  # None (NaN): sqrt(beta2)
+
+
+@njit(cache=True)
+def prodigy_coefficients(hp, t, aux, h):
+    common_coefficients(hp, h)
+    beta1, beta2, d0, d = hp[4], hp[5], hp[10], aux[_D]
+    dlr = _prodigy_dlr(hp, aux)
+    h[2], h[11] = 1.0, 0.0  # the decoupled decay is d-scaled: set by prodigy_finish
+    if hp[0] > 0.0:
+        h[3] = _prodigy_beta3(hp)
+        h[4] = (d / d0) * d if hp[9] != 0.0 else (d / d0) * dlr  # safeguard_warmup
+        h[5], h[6] = beta1, d * (1.0 - beta1)
+        h[7], h[8] = beta2, d * d * (1.0 - beta2)
+    else:  # lr = 0: the package skips the step; these make both passes identities
+        h[3], h[4], h[5], h[6], h[7], h[8] = 1.0, 0.0, 1.0, 0.0, 1.0, 0.0
+    h[9] = d * hp[7]
+    h[10] = 0.0
+
+
+@njit(cache=True)
+def prodigy_finish(hp, t, aux, sums, h):
+    # The sums, rounded to the parameters' dtype as the package's .item() of a
+    # reduction in that dtype is (h[10] is scratch here).
+    h[10] = sums[0]
+    dot = float(h[10])
+    h[10] = sums[1]
+    den = float(h[10])
+    h[10] = 0.0
+    if hp[0] <= 0.0 or den == 0.0:  # the package returns before touching p, d, k
+        return
+    d, d_max, d0 = aux[_D], aux[_D_MAX], hp[10]
+    dlr = _prodigy_dlr(hp, aux)
+    numerator = aux[_D_NUMERATOR] * _prodigy_beta3(hp) + ((d / d0) * dlr) * dot
+    d_hat = hp[11] * numerator / den
+    if d == d0:
+        d = max(d, d_hat)
+    d_max = max(d_max, d_hat)
+    d = min(d_max, d * hp[12])
+    aux[_D], aux[_D_MAX], aux[_D_NUMERATOR], aux[_K] = d, d_max, numerator, aux[_K] + 1.0
+    h[9] = d * hp[7]
+    h[10] = -dlr if hp[4] > 0.0 else -dlr * d
+    if hp[DECOUPLED] != 0.0 and hp[WEIGHT_DECAY] != 0.0:
+        h[11] = -hp[WEIGHT_DECAY] * dlr
+        h[2] = 1.0 + h[11]
+
+
+def _prodigy_aux(values: dict) -> tuple:
+    return (values["d0"], values["d0"], 0.0, 0.0)
+
+
+def _prodigy_flags(v: dict) -> tuple:
+    return (v["betas"][0] > 0,)
+
+
+def _prodigy_slots(flags: tuple) -> tuple:
+    return (("exp_avg",) if flags[0] else ()) + ("exp_avg_sq", "s", "p0")
+
+
+def _prodigy_moved(flags: tuple) -> tuple:
+    # First pass: g, p, s and p0 read, s written; second: g, p, (m,) v read, (m,) v, p written.
+    k = 2 if flags[0] else 1
+    return ((2, 1, False), (k, k, True))
+
+
+PRODIGY = Rule(
+    "prodigy",
+    "Prodigy",
+    "Prodigy (Mishchenko & Defazio, 2024): Adam whose step size d estimates the distance "
+    "to the solution.",
+    r"""s_t &= \beta_3 s_{t-1} + \tfrac{d_{t-1}}{d_0}\, d_{t-1}\gamma\, g_t, \quad
+    r_t = \beta_3 r_{t-1} + \tfrac{d_{t-1}}{d_0}\, d_{t-1}\gamma\, \langle g_t, x_0 - x_t\rangle \\
+\hat d_t &= c\, r_t / \lVert s_t \rVert_1, \quad
+    d_t = \min(\max(d_{t-1}, \hat d_{\le t}),\ d_{t-1}\,\text{growth\_rate}) \\
+m_t &= \beta_1 m_{t-1} + d_{t-1}(1-\beta_1) g_t, \quad
+    v_t = \beta_2 v_{t-1} + d_{t-1}^2 (1-\beta_2) g_t^2 \\
+x_{t+1} &= x_t - d_{t-1}\gamma\, m_t / (\sqrt{v_t} + d_t \epsilon)""",
+    prodigy_update,
+    prodigy_coefficients,
+    12,
+    (
+        Hyper("lr", 1.0, low_open=True, doc="Multiplier :math:`\\gamma` of the estimated step."),
+        Hyper("weight_decay", 0.0, doc="Weight decay :math:`\\lambda`."),
+        _MAXIMIZE,
+        Hyper(
+            "decouple",
+            True,
+            "bool",
+            doc="Decoupled weight decay, :math:`x \\leftarrow (1 - \\lambda d\\gamma) x` "
+            "(else L2, :math:`g \\leftarrow g + \\lambda x`).",
+        ),
+        _betas(),
+        Hyper(
+            "beta3",
+            None,
+            high=1.0,
+            allow_none=True,
+            doc=":math:`\\beta_3` of the estimate's sums; None: :math:`\\sqrt{\\beta_2}`.",
+        ),
+        _eps(1e-8),
+        Hyper("use_bias_correction", False, "bool", doc="Adam's bias correction in the step."),
+        Hyper(
+            "safeguard_warmup",
+            False,
+            "bool",
+            doc="Leave :math:`\\gamma` out of the sums :math:`s` (safer with a warm-up).",
+        ),
+        Hyper("d0", 1e-6, low_open=True, doc="Initial estimate :math:`d_0`."),
+        Hyper("d_coef", 1.0, doc="Factor :math:`c` of the estimate."),
+        Hyper(
+            "growth_rate",
+            math.inf,
+            low=1.0,
+            allow_inf=True,
+            doc="Largest factor by which d may grow in one step.",
+        ),
+    ),
+    (
+        "lr",
+        "betas",
+        "beta3",
+        "eps",
+        "weight_decay",
+        "decouple",
+        "use_bias_correction",
+        "safeguard_warmup",
+        "d0",
+        "d_coef",
+        "growth_rate",
+        "*",
+        "maximize",
+    ),
+    "prodigyopt.Prodigy",
+    ("first_moment",),
+    _prodigy_flags,
+    _prodigy_slots,
+    aux_init=_prodigy_aux,
+    # Prodigy estimates the distance to a minimiser, and the tests' objective has none:
+    # d grows without end unless its growth is capped.
+    examples=(
+        {"growth_rate": 1.2},
+        {"growth_rate": 1.1, "betas": (0.0, 0.999)},
+        {"growth_rate": 1.2, "use_bias_correction": True, "beta3": 0.99, "d_coef": 0.5},
+        {"growth_rate": 1.2, "safeguard_warmup": True, "d0": 1e-5},
+    ),
+    notes="The step is skipped (as in the package) while lr is 0 or every gradient so far "
+    "was 0. fsdp_in_use and slice_p of the package are not offered; under MPI the two sums "
+    "are summed over the ranks.",
+    accumulate=prodigy_accumulate,
+    finish=prodigy_finish,
+    moved=_prodigy_moved,
+    from_params=("p0",),
+)
+
+
+# Schedule-free rules (schedulefree 1.4.1).  aux: the step count k, the sum of the
+# averaging weights and the largest learning rate so far.  The parameters hold y,
+# where gradients are taken; the average x is what to evaluate (switch).
+_SF_K, _SF_WEIGHT_SUM, _SF_LR_MAX = range(3)
+
+
+@njit(cache=True)
+def _schedule_free_step(hp, aux, warmup, r, power):
+    # The package's host scalars: (lr, ckp1) of this step; advances aux.
+    k = aux[_SF_K]
+    lr = hp[LR] * ((k + 1.0) / warmup if k < warmup else 1.0)
+    lr_max = max(lr, aux[_SF_LR_MAX])
+    weight = ((k + 1.0) ** r) * (lr_max**power)
+    weight_sum = aux[_SF_WEIGHT_SUM] + weight
+    ckp1 = weight / weight_sum if weight_sum != 0.0 else 0.0
+    aux[_SF_K], aux[_SF_WEIGHT_SUM], aux[_SF_LR_MAX] = k + 1.0, weight_sum, lr_max
+    return lr, ckp1
+
+
+@njit(cache=True)
+def _lerp_weights(w, h, k):
+    # torch's lerp(a, b, w): a + w(b - a) if |w| < 0.5, else b + (w - 1)(b - a), decided
+    # on w rounded to the parameters' dtype, w - 1 computed in that dtype.
+    h[k] = w
+    h[k + 1] = h[k] - 1.0
+    h[k + 2] = 1.0 if abs(h[k]) < 0.5 else 0.0
+
+
+def schedule_free_switch(p, s, h, i, flags):
+    z = s[0, i]
+    return p[i] + h[0] * (z - p[i]) if h[2] != 0 else z + h[1] * (z - p[i])
+
+
+@njit(cache=True)
+def schedule_free_switch_coefficients(hp, to_eval, h):
+    beta = hp[4]  # betas[0] (AdamW) or momentum (SGD)
+    _lerp_weights(1.0 - 1.0 / beta if to_eval else 1.0 - beta, h, 0)
+
+
+def adamw_schedulefree_update(p, g, s, h, i, flags):
+    d = g[i] if RAW_GRAD else h[0] * g[i] + h[1] * p[i]
+    y = p[i] if RAW_PARAM else h[2] * p[i]
+    v = h[3] * s[1, i] + (h[4] * d) * d
+    s[1, i] = v
+    gn = d / (math.sqrt(v / h[5]) + h[6]) + h[7] * y  # decay at y, after normalising
+    z = s[0, i]
+    s[0, i] = z - h[12] * gn
+    y_lerp = y + h[8] * (z - y) if h[10] != 0 else z + h[9] * (z - y)
+    return y_lerp + h[11] * gn
+
+
+@njit(cache=True)
+def adamw_schedulefree_coefficients(hp, t, aux, h):
+    common_coefficients(hp, h)
+    beta1, beta2, k = hp[4], hp[5], aux[_SF_K]
+    lr, ckp1 = _schedule_free_step(hp, aux, hp[7], hp[8], hp[9])
+    h[1], h[2] = 0.0, 1.0  # weight decay is added after normalising (h[7])
+    h[3], h[4], h[5], h[6], h[7] = beta2, 1.0 - beta2, 1.0 - beta2 ** (k + 1.0), hp[6], hp[1]
+    _lerp_weights(ckp1, h, 8)
+    h[11] = lr * (beta1 * (1.0 - ckp1) - 1.0)
+    h[12] = lr
+
+
+def sgd_schedulefree_update(p, g, s, h, i, flags):
+    d = g[i] if RAW_GRAD else h[0] * g[i] + h[1] * p[i]
+    y = p[i] if RAW_PARAM else h[2] * p[i]
+    z = s[0, i]
+    s[0, i] = z - h[7] * d
+    y_lerp = y + h[3] * (z - y) if h[5] != 0 else z + h[4] * (z - y)
+    return y_lerp + h[6] * d
+
+
+@njit(cache=True)
+def sgd_schedulefree_coefficients(hp, t, aux, h):
+    common_coefficients(hp, h)
+    lr, ckp1 = _schedule_free_step(hp, aux, hp[5], hp[6], hp[7])
+    _lerp_weights(ckp1, h, 3)
+    h[6] = lr * (hp[4] * (1.0 - ckp1) - 1.0)
+    h[7] = lr
+
+
+def _schedule_free_hyper(lr: float, momentum: tuple[Hyper, ...], power: float) -> tuple:
+    return (
+        Hyper("lr", lr, doc="Learning rate :math:`\\gamma` (the peak of the warm-up)."),
+        Hyper("weight_decay", 0.0, doc="Weight decay :math:`\\lambda`, taken at :math:`y`."),
+        _MAXIMIZE,
+        Hyper("decoupled_weight_decay", False, "bool", fixed=True),
+        *momentum,
+        Hyper("warmup_steps", 0, "int", doc="Steps of linear warm-up of the learning rate."),
+        Hyper("r", 0.0, doc="Power of the step count in the averaging weights."),
+        Hyper("weight_lr_power", power, doc="Power of the largest lr in the averaging weights."),
+    )
+
+
+_SF_MATH = r"""y_t &= (1-\beta) z_t + \beta x_t, \quad
+    z_{t+1} = z_t - \gamma_t\, \tilde g(y_t) \\
+x_{t+1} &= (1 - c_{t+1}) x_t + c_{t+1} z_{t+1}, \quad
+    c_{t+1} = \frac{w_{t+1}}{\sum_{i \le t+1} w_i}, \quad
+    w_t = t^r \max_{i\le t}\gamma_i^{\,p}"""
+
+_SF_NOTES = (
+    "The parameters hold y (where gradients are taken) while training: call eval() to "
+    "switch them to the average x, which is what to evaluate or save, and train() to "
+    "switch back; minimize returns x. The class starts in train mode."
+)
+
+
+def _sf_slots(flags: tuple) -> tuple:
+    return ("z", "exp_avg_sq")
+
+
+def _sf_z(flags: tuple) -> tuple:
+    return ("z",)
+
+
+ADAMW_SCHEDULEFREE = Rule(
+    "adamw_schedulefree",
+    "AdamWScheduleFree",
+    "Schedule-free AdamW (Defazio et al., 2024): iterate averaging instead of a "
+    "learning-rate schedule.",
+    _SF_MATH
+    + r""" \\
+\tilde g &= g / (\sqrt{v_t / (1-\beta_2^t)} + \epsilon) + \lambda y_t, \quad
+    v_t = \beta_2 v_{t-1} + (1-\beta_2) g^2""",
+    adamw_schedulefree_update,
+    adamw_schedulefree_coefficients,
+    13,
+    _schedule_free_hyper(0.0025, (_betas(), _eps(1e-8)), 2.0),
+    ("lr", "betas", "eps", "weight_decay", "warmup_steps", "r", "weight_lr_power", "*", "maximize"),
+    "schedulefree.AdamWScheduleFree",
+    slots=_sf_slots,
+    aux_init=(0.0, 0.0, -1.0),
+    examples=(
+        {"lr": 0.05},
+        {"lr": 0.05, "warmup_steps": 10, "r": 0.5},
+        {"lr": 0.05, "betas": (0.8, 0.99), "weight_lr_power": 0.0},
+    ),
+    notes=_SF_NOTES,
+    from_params=("z",),
+    switch=schedule_free_switch,
+    switch_coefficients=schedule_free_switch_coefficients,
+)
+
+SGD_SCHEDULEFREE = Rule(
+    "sgd_schedulefree",
+    "SGDScheduleFree",
+    "Schedule-free SGD (Defazio et al., 2024): iterate averaging instead of a "
+    "learning-rate schedule.",
+    _SF_MATH + r""" \\ \tilde g &= g + \lambda y_t""",
+    sgd_schedulefree_update,
+    sgd_schedulefree_coefficients,
+    8,
+    _schedule_free_hyper(
+        1.0,
+        (
+            Hyper(
+                "momentum",
+                0.9,
+                low_open=True,
+                high=1.0,
+                high_open=True,
+                doc="Interpolation :math:`\\beta`, in (0, 1).",
+            ),
+        ),
+        2.0,
+    ),
+    ("lr", "momentum", "weight_decay", "warmup_steps", "r", "weight_lr_power", "*", "maximize"),
+    "schedulefree.SGDScheduleFree",
+    slots=_sf_z,
+    aux_init=(0.0, 0.0, -1.0),
+    examples=(
+        {"lr": 0.05},
+        {"lr": 0.05, "warmup_steps": 10, "r": 0.5},
+        {"lr": 0.05, "momentum": 0.5, "weight_lr_power": 1.0},
+    ),
+    notes=_SF_NOTES,
+    from_params=("z",),
+    switch=schedule_free_switch,
+    switch_coefficients=schedule_free_switch_coefficients,
+)
+
 #: Every rule by method name: the single source of the optimizer classes, the
 #: methods, the kernels, the tests' tables, the benchmarks and the docs.
 RULES: dict[str, Rule] = {
-    r.name: r for r in (SGD, RMSPROP, ADAGRAD, ADADELTA, ADAM, ADAMW, ADAMAX, NADAM, RADAM)
+    r.name: r
+    for r in (
+        SGD,
+        RMSPROP,
+        ADAGRAD,
+        ADADELTA,
+        ADAM,
+        ADAMW,
+        ADAMAX,
+        NADAM,
+        RADAM,
+        PRODIGY,
+        ADAMW_SCHEDULEFREE,
+        SGD_SCHEDULEFREE,
+    )
 }
 
 

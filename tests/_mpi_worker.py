@@ -101,6 +101,29 @@ def full_batch_adam():
     return both(logistic(N), np.zeros(D), {"lr": 0.05, "maxiter": 300}, jac=True)
 
 
+def sharded_prodigy():
+    """One parameter vector split over the ranks (Optimizer(comm=...)): Prodigy's sums
+    over all elements are summed over the ranks, so the shards step as the whole vector
+    does in one process (to rounding: the sums add the ranks' partial sums)."""
+    n = 401
+    rng = np.random.default_rng(3)
+    x0 = rng.uniform(-1.5, 1.5, n)
+    a = rng.choice([-1.0, 1.0], n) * rng.uniform(0.5, 1.5, n)
+    mine = slice(*shard(n, COMM).indices(n)[:2])
+
+    def grad(x, a):
+        return a * (x * x + 2) / (x * x + 1) + 0.1 * x
+
+    whole = x0.copy()
+    single = nadam.Prodigy(whole, lr=0.5, growth_rate=1.2)
+    part = x0[mine].copy()
+    sharded = nadam.Prodigy(part, lr=0.5, growth_rate=1.2, comm=COMM)
+    for _ in range(60):
+        single.step(grad(whole, a))
+        sharded.step(grad(part, a[mine]))
+    return {"shard": part, "whole": whole[mine], "d": sharded.state_dict()["aux"]}
+
+
 def full_batch_sgd_gtol():
     # Momentum SGD to gtol: a contraction, so the runs agree to rounding at convergence.
     return both(
@@ -474,6 +497,7 @@ def stream_fails_on_one_rank():
 
 SCENARIOS = [
     allreduce_bits,
+    sharded_prodigy,
     full_batch_adam,
     full_batch_sgd_gtol,
     full_batch_float32,

@@ -11,11 +11,10 @@ import itertools
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, settings
-from naive import DEFAULTS
 
 from nadam.kernels import cpu
 from nadam.optimizers import optimizer_class
-from nadam.rules import RULES
+from nadam.rules import DECOUPLED, RULES
 
 settings.register_profile(
     "nadam",
@@ -97,10 +96,16 @@ def assert_close(actual, desired, rtol: float | None = None, err_msg: str = "") 
 # ---------------------------------------------------------------------------------
 
 
+def decoupled_name(rule) -> str | None:
+    """The name of the rule's decoupled-weight-decay switch, None where it has none."""
+    spec = rule.hyper[DECOUPLED]
+    return None if spec.fixed else spec.name
+
+
 def shared_settings(rule) -> tuple:
     """The weight-decay settings a rule's examples are crossed with: none and L2, and
     decoupled where the rule has the option (its default where it has decay by default)."""
-    if "decoupled_weight_decay" in rule.arguments:
+    if decoupled_name(rule) is not None:
         return ((0.0, False), (0.1, False), (0.1, True))
     if rule.defaults.get("weight_decay", 0.0) != 0.0:
         return (rule.defaults["weight_decay"], 0.1)
@@ -115,8 +120,8 @@ def _combos() -> list[tuple[str, dict]]:
         for example in rule.examples:
             for wd, maximize in itertools.product(shared_settings(rule), (False, True)):
                 kw = {**example, "maximize": maximize}
-                if isinstance(wd, tuple):  # (weight_decay, decoupled_weight_decay)
-                    kw["weight_decay"], kw["decoupled_weight_decay"] = wd
+                if isinstance(wd, tuple):  # (weight_decay, decoupled)
+                    kw["weight_decay"], kw[decoupled_name(rule)] = wd
                 else:
                     kw["weight_decay"] = wd
                 out.append((name, kw))
@@ -167,11 +172,17 @@ def opts_variants(shared: str = "full") -> list[tuple[str, dict]]:
             continue
         seen.add(key)
         extra = dict(SHARED[shared])
-        if name == "adamw":  # always decoupled; the flag is not an argument
-            extra.pop("decoupled_weight_decay", None)
-        elif shared == "decoupled" and "decoupled_weight_decay" not in DEFAULTS[name]:
-            continue
-        out.append((name, {**{k: v for k, v in kw.items() if k not in _SHARED_KEYS}, **extra}))
+        switch = decoupled_name(rule)
+        if "decoupled_weight_decay" in extra:
+            del extra["decoupled_weight_decay"]
+            if switch is not None:
+                extra[switch] = True
+            elif name != "adamw":  # (adamw: always decoupled; not an argument)
+                continue
+        elif switch is not None:
+            extra[switch] = False
+        shared_keys = (*_SHARED_KEYS, switch)
+        out.append((name, {**{k: v for k, v in kw.items() if k not in shared_keys}, **extra}))
     return out
 
 

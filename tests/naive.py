@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 
+import naive_lrfree
 import numpy as np
 
 __all__ = ["DEFAULTS", "REFERENCES", "NaiveOptimizer"]
@@ -181,6 +182,17 @@ def radam(p, g, state, t, *, lr, betas, eps, weight_decay, maximize, decoupled_w
     return p - (lr / bc1) * m
 
 
+def _maximizing(reference):
+    """A reference of tests/naive_lrfree.py (the packages' hyperparameters only) with
+    nadam's shared ``maximize`` (the sign flip comes first, as in every rule)."""
+
+    def step(p, g, state, t, *, maximize, **hyper):
+        extra = {"fsdp_in_use": False, "slice_p": 1} if reference is naive_lrfree.prodigy else {}
+        return reference(p, -g if maximize else g, state, t, **hyper, **extra)
+
+    return step
+
+
 #: rule name -> naive reference.
 REFERENCES = {
     "sgd": sgd,
@@ -192,9 +204,16 @@ REFERENCES = {
     "adamax": adamax,
     "nadam": nadam,
     "radam": radam,
+    "prodigy": _maximizing(naive_lrfree.prodigy),
+    "adamw_schedulefree": _maximizing(naive_lrfree.adamw_schedulefree),
+    "sgd_schedulefree": _maximizing(naive_lrfree.sgd_schedulefree),
 }
 
+#: train -> eval and eval -> train of the schedule-free rules (p, state, **hyper) -> p.
+EVAL, TRAIN = naive_lrfree.EVAL, naive_lrfree.TRAIN
+
 _ADAM = dict(betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, maximize=False)
+_NOT_OFFERED = ("fsdp_in_use", "slice_p")
 
 #: rule name -> torch.optim's defaults (every public hyperparameter).
 DEFAULTS = {
@@ -224,6 +243,14 @@ DEFAULTS = {
     "adamax": dict(lr=2e-3, **_ADAM),
     "nadam": dict(lr=2e-3, **_ADAM, momentum_decay=4e-3, decoupled_weight_decay=False),
     "radam": dict(lr=1e-3, **_ADAM, decoupled_weight_decay=False),
+    # The packages' defaults, less what nadam does not offer (fsdp_in_use, slice_p).
+    **{
+        name: {
+            **{k: v for k, v in naive_lrfree.DEFAULTS[name].items() if k not in _NOT_OFFERED},
+            "maximize": False,
+        }
+        for name in naive_lrfree.DEFAULTS
+    },
 }
 
 #: torch's state slot names of each rule (with every option that adds a slot).
@@ -237,6 +264,7 @@ SLOTS = {
     "adamax": {"exp_avg", "exp_inf"},
     "nadam": {"exp_avg", "exp_avg_sq"},
     "radam": {"exp_avg", "exp_avg_sq"},
+    **naive_lrfree.SLOTS,
 }
 
 

@@ -29,14 +29,33 @@ def class_run(name, kw, x0, a, steps):
     return x, opt
 
 
-def low_level(name, kw, dtype, n):
-    """A fresh (state, hp, aux, h) for rule ``name`` built from the public helpers."""
+def low_level(name, kw, dtype, p):
+    """A fresh (state, hp, aux, h) for rule ``name`` and parameters ``p``, built from the
+    public helpers."""
     return (
-        kernels.state(name, n, dtype, **kw),
+        kernels.state(name, p.size, dtype, params=p, **kw),
         kernels.hyperparameters(name, **kw),
-        kernels.aux(name),
+        kernels.aux(name, **kw),
         kernels.coefficient_buffer(name, dtype),
     )
+
+
+def by_pieces(name, kernel=None):
+    """One step from the public pieces: ``<name>_coefficients`` then ``<name>`` (with a
+    two-pass rule's ``<name>_first`` and ``<name>_finish`` between them)."""
+    rule = get_rule(name)
+    coefficients = getattr(kernels, f"{name}_coefficients")
+    kernel = kernel or getattr(kernels, name)
+    first = getattr(kernels, f"{name}_first", None)
+    finish = getattr(kernels, f"{name}_finish", None)
+
+    def step(p, g, s, hp, t, aux, h):
+        assert coefficients(hp, t, aux, h) is None
+        if rule.accumulate is not None:
+            finish(hp, t, aux, np.array(first(p, g, s, h)), h)
+        return kernel(p, g, s, h)
+
+    return step
 
 
 def assert_state_matches(s, name, kw, opt):
@@ -47,11 +66,15 @@ def assert_state_matches(s, name, kw, opt):
 
 
 def test_public_names():
-    """Every rule has ``kernels.<name>`` and ``kernels.<name>_coefficients``, exported."""
+    """Every rule has ``kernels.<name>``, ``<name>_coefficients`` and ``<name>_step``,
+    exported, and a two-pass rule its ``<name>_first`` and ``<name>_finish``."""
     for name in NAMES:
-        assert callable(getattr(kernels, name))
-        assert callable(getattr(kernels, f"{name}_coefficients"))
-        assert {name, f"{name}_coefficients"} <= set(kernels.__all__)
+        pieces = (name, f"{name}_coefficients", f"{name}_step")
+        assert all(callable(getattr(kernels, piece)) for piece in pieces)
+        assert set(pieces) <= set(kernels.__all__)
+        if get_rule(name).accumulate is not None:
+            assert callable(kernels.__getattr__(f"{name}_first"))
+            assert f"{name}_finish" in dir(kernels)
     for helper in ("get", "state", "slots", "hyperparameters", "aux", "coefficient_buffer"):
         assert helper in kernels.__all__
 
@@ -65,26 +88,24 @@ def test_python_loop_matches_class(name, dtype):
     x0, a = problem(300, dtype)
     want, opt = class_run(name, kw, x0, a, 12)
     p = x0.copy()
-    s, hp, aux, h = low_level(name, kw, dtype, p.size)
-    kernel, coefficients = getattr(kernels, name), getattr(kernels, f"{name}_coefficients")
+    s, hp, aux, h = low_level(name, kw, dtype, p)
+    step = by_pieces(name)
     for t in range(1, 13):
-        assert coefficients(hp, t, aux, h) is None
-        assert kernel(p, grad(p, a, -1.0), s, h) is None
+        assert step(p, grad(p, a, -1.0), s, hp, t, aux, h) is None
     assert p.dtype == s.dtype == h.dtype == dtype
     assert np.array_equal(p, want)
     assert_state_matches(s, name, kw, opt)
 
 
-def _make_user_loop(kernel, coefficients):
-    """What an HPC user writes: a compiled loop with its own gradient, calling our update."""
+def _make_user_loop(step):
+    """What an HPC user writes: a compiled loop with its own gradient, calling our step."""
 
     @njit
     def fit(p, a, s, hp, aux, h, steps, one, two):
         for t in range(1, steps + 1):
             x2 = p * p
             g = -(a * (x2 + two) / (x2 + one))  # the same gradient as conftest.grad(.., -1)
-            coefficients(hp, t, aux, h)
-            kernel(p, g, s, h)
+            step(p, g, s, hp, t, aux, h)
 
     return fit
 
@@ -98,8 +119,8 @@ def test_user_njit_loop_matches_class(name, dtype):
     x0, a = problem(300, dtype)
     want, opt = class_run(name, kw, x0, a, 12)
     p = x0.copy()
-    s, hp, aux, h = low_level(name, kw, dtype, p.size)
-    fit = _make_user_loop(getattr(kernels, name), getattr(kernels, f"{name}_coefficients"))
+    s, hp, aux, h = low_level(name, kw, dtype, p)
+    fit = _make_user_loop(getattr(kernels, f"{name}_step"))
     one, two = dtype(1), dtype(2)
     fit(p, a, s, hp, aux, h, 12, one, two)
     assert p.dtype == dtype
@@ -120,7 +141,7 @@ def test_module_attribute_access_inside_njit():
     compiled code (the module docstring's example) and match ``nadam.Adam``."""
     p = np.linspace(-1, 1, 9)
     x = p.copy()
-    s, hp, aux, h = low_level("adam", {"lr": 0.1}, np.float64, p.size)
+    s, hp, aux, h = low_level("adam", {"lr": 0.1}, np.float64, p)
     _docstring_style_fit(p, s, hp, aux, h, 50)
     opt = CLASSES["adam"](x, lr=0.1)
     for _ in range(50):
@@ -137,12 +158,13 @@ def test_get_with_options_matches_class(variant, parallel):
     x0, a = problem(101, np.float32)
     want, opt = class_run(name, kw, x0, a, 9)
     p = x0.copy()
-    s, hp, aux, h = low_level(name, kw, np.float32, p.size)
-    kernel = kernels.get(name, parallel=parallel, **kw)
-    coefficients = getattr(kernels, f"{name}_coefficients")
+    s, hp, aux, h = low_level(name, kw, np.float32, p)
+    if get_rule(name).accumulate is None:
+        step = by_pieces(name, kernels.get(name, parallel=parallel, **kw))
+    else:
+        step = kernels.get_step(name, parallel=parallel, **kw)
     for t in range(1, 10):
-        coefficients(hp, t, aux, h)
-        kernel(p, grad(p, a, sign_of(kw)), s, h)
+        step(p, grad(p, a, sign_of(kw)), s, hp, t, aux, h)
     assert np.array_equal(p, want)
     assert_state_matches(s, name, kw, opt)
 
@@ -208,7 +230,7 @@ def test_hyperparameters_vector():
         kernels.hyperparameters("adam", lr=lambda t: 0.1)
     p = np.linspace(-1, 1, 7)
     p0 = p.copy()
-    s, hp, aux, h = low_level("adam", {"lr": 0.0}, np.float64, p.size)
+    s, hp, aux, h = low_level("adam", {"lr": 0.0}, np.float64, p)
     kernels.adam_coefficients(hp, 1, aux, h)
     kernels.adam(p, np.ones_like(p), s, h)
     assert np.array_equal(p, p0) and s.any()
@@ -251,7 +273,7 @@ def test_all_finite(dtype):
 
 def _fresh_nadam(n=6):
     p = np.linspace(-1, 1, n)
-    s, hp, aux, h = low_level("nadam", {}, np.float64, n)
+    s, hp, aux, h = low_level("nadam", {}, np.float64, np.zeros(n))
     kernels.nadam_coefficients(hp, 1, aux, h)  # a state away from the initial one
     kernels.nadam(p, np.ones(n), s, h)
     return p, np.full(n, 0.5), s, hp, aux, h
@@ -305,7 +327,7 @@ def test_misfit_arrays_raise_inside_njit():
     """The checks also fire in the caller's own compiled loop (the module docstring's
     pattern), as a ValueError in Python."""
     p = np.ones(4)
-    s, hp, aux, h = low_level("adam", {}, np.float64, 5)
+    s, hp, aux, h = low_level("adam", {}, np.float64, np.zeros(5))
     with pytest.raises(ValueError, match=r"s has shape \(2, 5\); needed: \(2, 4\)"):
         _docstring_style_fit(p, s, hp, aux, h, 3)
     assert np.array_equal(p, np.ones(4))

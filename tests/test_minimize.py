@@ -173,7 +173,7 @@ def test_minibatches_sample_aligned_rows_and_pass_other_args():
 # Every method
 # ---------------------------------------------------------------------------
 
-LR = {"sgd": 0.5, "adadelta": 1.0, "adagrad": 0.1, "rmsprop": 0.01}
+LR = {"sgd": 0.5, "adadelta": 1.0, "adagrad": 0.1, "rmsprop": 0.01, "prodigy": 1.0}
 
 
 @pytest.mark.parametrize("name", sorted(RULES))
@@ -187,9 +187,9 @@ def test_every_method_runs_and_descends(name, data):
         args=(X, y, LAM),
         method=name.upper(),
         jac=True,
-        options={"lr": LR.get(name, 0.01), "maxiter": 300},
+        options={"lr": LR.get(name, RULES[name].examples[0].get("lr", 0.01)), "maxiter": 300},
     )
-    assert res.nit == 300 and res.status == 1
+    assert (res.nit, res.status) == (300, 1) or res.status == 0  # (or converged earlier)
     assert res.fun < 0.5 * f0
 
 

@@ -168,6 +168,13 @@ class TestTwoRanks:
         if scenario == "full_batch_sgd_gtol":
             assert ranks[0][scenario]["mpi"]["status"] == 0  # converged, not maxiter
 
+    def test_a_sharded_prodigy_steps_as_the_whole_vector(self, ranks):
+        outs = [ok(r["sharded_prodigy"], "sharded_prodigy") for r in ranks]
+        for out in outs:
+            np.testing.assert_allclose(out["shard"], out["whole"], rtol=1e-10)
+        # Every rank took the same step size: the same d, bit for bit.
+        assert outs[0]["d"].tobytes() == outs[1]["d"].tobytes()
+
     def test_float32_reduced_in_float32_matches_one_process(self, ranks):
         for r in ranks:
             out = ok(r["full_batch_float32"], "full_batch_float32")

@@ -103,8 +103,8 @@ def test_hyperparameter_change_midway_matches_reference(name):
         "radam": ("betas", (0.8, 0.99)),
         "adam": ("weight_decay", 0.2),
         "adamw": ("weight_decay", 0.2),
-    }[name]
-    kw = {"momentum": 0.9} if name == "sgd" else {}
+    }.get(name) or _another_value(CLASSES[name].rule)
+    kw = {"momentum": 0.9} if name == "sgd" else dict(CLASSES[name].rule.examples[0])
     x0, a = problem(40, np.float64)
     x = x0.copy()
     opt = CLASSES[name](x, **kw)
@@ -119,6 +119,15 @@ def test_hyperparameter_change_midway_matches_reference(name):
         ref.step(grad(ref.p, a))
     assert opt.lr == ref.hyper["lr"] and getattr(opt, other[0]) == other[1]
     assert_close(x, ref.p)
+
+
+def _another_value(rule) -> tuple:
+    """(name, value) for a rule registered without an entry above: its first real
+    hyperparameter after the shared ones, changed by 30 %."""
+    spec = next(
+        h for h in rule.hyper[4:] if h.kind == "real" and h.default is not None and not h.fixed
+    )
+    return spec.name, spec.default * 0.7 if spec.default else 0.1
 
 
 # ---------------------------------------------------------------------------------
@@ -262,12 +271,33 @@ STRATEGIES = {
 COMMON = {"adam": _DECOUPLED, "nadam": _DECOUPLED, "radam": _DECOUPLED}
 
 
+def _from_examples(name):
+    """For a rule without a strategy of its own: one of its examples (``Rule.examples``:
+    sane settings of every code path), its step size scaled by 0.3 to 1, and random
+    shared options."""
+    rule = CLASSES[name].rule
+    decoupled = rule.hyper[3]
+
+    def draw(d):
+        kw = dict(d.draw(st.sampled_from(rule.examples)))
+        kw["lr"] = kw.get("lr", rule.defaults["lr"]) * d.draw(st.floats(0.3, 1.0))
+        kw.update(d.draw(_DECAY))
+        if not decoupled.fixed:
+            kw[decoupled.name] = d.draw(st.booleans())
+        return kw
+
+    return draw
+
+
 @pytest.mark.parametrize("name", NAMES)
 @given(data=st.data())
 def test_property_random_hyperparameters_and_sizes(name, data):
     """Random valid hyperparameters, sizes 1..2000 and both dtypes match the reference."""
-    kw = STRATEGIES[name](data)
-    kw.update(data.draw(COMMON.get(name, _DECAY)))
+    if name in STRATEGIES:
+        kw = STRATEGIES[name](data)
+        kw.update(data.draw(COMMON.get(name, _DECAY)))
+    else:
+        kw = _from_examples(name)(data)
     n = data.draw(st.integers(1, 2000), label="n")
     dtype = np.dtype(data.draw(st.sampled_from([np.float64, np.float32]), label="dtype"))
     seed = data.draw(st.integers(0, 2**16), label="seed")

@@ -31,6 +31,14 @@ Both check the lengths of their arrays first (a few comparisons, nothing per
 element) and raise :class:`~nadam.kernels.cpu.ArrayShapeError` (a ``ValueError``)
 before writing anything when one does not fit; they check nothing else: values,
 dtypes and ``t`` are the caller's to get right.
+
+``nadam.kernels.<name>_step(p, g, s, hp, t, aux, h) -> None`` is the whole step in
+one call (coefficients and kernel): the simplest to use, and the only one a rule
+with two passes needs (Prodigy: a first pass over memory takes two sums before
+the parameters can move).  Such a rule also has ``<name>_first(p, g, s, h) -> (a,
+b)`` and ``<name>_finish(hp, t, aux, sums, h)``, its pieces, and ``<name>`` is its
+second pass.  A rule whose state starts as the parameters (Prodigy's ``p0``,
+schedule-free's ``z``) takes them in :func:`state` (``params=p``).
 """
 
 from __future__ import annotations
@@ -41,9 +49,15 @@ from .._checks import check_int, fail
 from ..rules import RULES, get_rule
 from . import cpu
 
-__all__ = ["aux", "coefficient_buffer", "get", "hyperparameters", "slots", "state"] + [
-    name for rule in RULES for name in (rule, f"{rule}_coefficients")
-]
+__all__ = [
+    "aux",
+    "coefficient_buffer",
+    "get",
+    "get_step",
+    "hyperparameters",
+    "slots",
+    "state",
+] + [name for rule in RULES for name in (rule, f"{rule}_coefficients", f"{rule}_step")]
 
 
 def _flags(name: str, values: dict) -> tuple:
@@ -60,6 +74,14 @@ def get(name: str, parallel: bool = True, **hyper) -> object:
     second pass (see :mod:`nadam.rules`).
     """
     return cpu.kernel(get_rule(name), _flags(name, hyper), parallel)
+
+
+def get_step(name: str, parallel: bool = True, **hyper) -> object:
+    """The whole step ``step(p, g, s, hp, t, aux, h) -> None`` of rule ``name`` for the
+    given hyperparameters: coefficients, then the kernel (both passes of a two-pass
+    rule), in one compiled call."""
+    rule = get_rule(name)
+    return cpu.stepper(rule, _flags(name, hyper), parallel)
 
 
 def hyperparameters(name: str, **values) -> np.ndarray:
@@ -92,12 +114,24 @@ def _float_dtype(dtype) -> np.dtype:
     return dt
 
 
-def state(name: str, n: int, dtype=np.float64, **values) -> np.ndarray:
-    """A fresh ``(k, n)`` state array for rule ``name``."""
+def state(name: str, n: int, dtype=np.float64, params: np.ndarray | None = None, **values):
+    """A fresh ``(k, n)`` state array for rule ``name``.
+
+    ``params``: the parameters, for the rows that start as a copy of them
+    (``Rule.from_params``: Prodigy's ``p0``, schedule-free's ``z``); zero without.
+    """
     rule = get_rule(name)
     n = check_int("n", n, 0)
     checked = {**rule.defaults, **rule.validate(values)}
-    return rule.initial_state(checked, rule.flags(checked), n, _float_dtype(dtype))
+    flags = rule.flags(checked)
+    s = rule.initial_state(checked, flags, n, _float_dtype(dtype))
+    if params is not None:
+        if not (isinstance(params, np.ndarray) and params.size == n):
+            fail("params", params, f"a NumPy array of {n} elements", TypeError)
+        slots = rule.slots(flags)
+        for slot in rule.from_params:
+            s[slots.index(slot)] = params.reshape(-1)
+    return s
 
 
 def coefficient_buffer(name: str, dtype=np.float64) -> np.ndarray:
@@ -105,23 +139,37 @@ def coefficient_buffer(name: str, dtype=np.float64) -> np.ndarray:
     return np.zeros(get_rule(name).n_coefficients, dtype=_float_dtype(dtype))
 
 
-def aux(name: str) -> np.ndarray:
-    """The initial float64 host state of rule ``name``."""
-    return np.array(get_rule(name).aux_init, dtype=np.float64)
+def aux(name: str, **hyper) -> np.ndarray:
+    """The initial float64 host state of rule ``name`` (with these hyperparameters)."""
+    rule = get_rule(name)
+    return rule.initial_aux({**rule.defaults, **rule.validate(hyper)})
+
+
+_PIECES = ("_coefficients", "_step", "_first", "_finish")
 
 
 def __getattr__(name: str) -> object:
-    # nadam.kernels.<rule> and nadam.kernels.<rule>_coefficients for every rule of the
-    # registry (also one registered at run time), made on first use: importing nadam
-    # compiles nothing.
-    base = name.removesuffix("_coefficients")
-    if base in RULES:
-        rule = RULES[base]
-        if name != base:
-            return cpu.coefficients(rule)
+    # nadam.kernels.<rule>, <rule>_coefficients, <rule>_step (and for a two-pass rule
+    # <rule>_first, <rule>_finish) for every rule of the registry (also one registered
+    # at run time), made on first use: importing nadam compiles nothing.
+    for piece in _PIECES:
+        base = name.removesuffix(piece)
+        if base != name and base in RULES:
+            rule = RULES[base]
+            flags = rule.flags(rule.defaults)
+            if piece == "_coefficients":
+                return cpu.coefficients(rule)
+            if piece == "_step":
+                return cpu.stepper(rule, flags, True)
+            if rule.accumulate is not None:
+                return cpu.first_pass(rule, flags, True) if piece == "_first" else rule.finish
+    if name in RULES:
+        rule = RULES[name]
         return cpu.kernel(rule, rule.flags(rule.defaults), True)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *RULES, *(f"{r}_coefficients" for r in RULES)])
+    pieces = [f"{name}{piece}" for name, rule in RULES.items() for piece in _PIECES[:2]]
+    two_pass = [f"{n}{p}" for n, r in RULES.items() if r.accumulate for p in _PIECES[2:]]
+    return sorted([*globals(), *RULES, *pieces, *two_pass])

@@ -65,7 +65,9 @@ __all__ = [
     "loop",
     "prepare",
     "shared_mode",
+    "split_stepper",
     "stepper",
+    "switch_kernel",
 ]
 
 # Below this many elements the serial loop beats the threaded one.  Measured with
@@ -83,8 +85,8 @@ PARALLEL_THRESHOLD = 2**13
 # A compile-time constant of ``all_finite``.
 FINITE_PARALLEL_THRESHOLD = 2**15
 
-#: Elements per block of the sums of a two-pass rule: each block is added up in
-#: element order, and the blocks' sums in block order, whatever the thread count.
+#: Elements per block of the sums of a two-pass rule: each block is added up by the
+#: same compiled code, and the blocks' sums in block order, whatever the thread count.
 BLOCK = 2**14
 
 #: The shared modes of a loop: which of the options shared by every rule it applies.
@@ -129,10 +131,16 @@ def _guarded_loop_template(p, g, s, h, avg, w):
 
 
 def _block_template(p, g, s, h, start, stop):
-    # One block of the first pass, in element order; the sums in float64.
-    a = 0.0
-    b = 0.0
-    for i in range(start, stop):
+    # One block of the first pass.  The index is unsigned: numba then does not wrap a
+    # possibly negative index around, which kept the loop from vectorising.  The sums
+    # are reassociated here only (the element function is compiled apart, exactly), in
+    # an order fixed by this compiled code whatever the threads: in the parameters'
+    # dtype (h[0] - h[0] is its zero) over the vector lanes and unrolled accumulators
+    # of one block, a few hundred terms each, then in float64 across the blocks.  (In
+    # float64 across the lanes too, float32 ran at half the speed, compute-bound.)
+    a = h[0] - h[0]
+    b = h[0] - h[0]
+    for i in range(numba.uint64(start), numba.uint64(stop)):
         x, y = _accumulate(p, g, s, h, i, _FLAGS)  # noqa: F821
         a += x
         b += y
@@ -148,13 +156,21 @@ def _first_pass_template(p, g, s, h):
     partial = np.empty((blocks, 2))
     for k in _range(blocks):  # noqa: F821
         start = k * BLOCK
-        partial[k, 0], partial[k, 1] = _block(p, g, s, h, start, min(start + BLOCK, n))  # noqa: F821
+        a, b = _block(p, g, s, h, start, min(start + BLOCK, n))  # noqa: F821
+        partial[k, 0], partial[k, 1] = a, b
     a = 0.0
     b = 0.0
     for k in range(blocks):
         a += partial[k, 0]
         b += partial[k, 1]
     return a, b
+
+
+def _switch_template(p, s, h):
+    """Move the parameters ``p`` in place between the training and the evaluation
+    point of a rule that keeps two (schedule-free: y and x); returns None."""
+    for i in _range(p.shape[0]):  # noqa: F821
+        p[i] = _switch(p, s, h, i, _FLAGS)  # noqa: F821
 
 
 def _kernel_template(p, g, s, h):
@@ -194,6 +210,23 @@ def _prepare_template(p, g, s, hp, t, aux, h):
         sums = np.empty(2)
         sums[0], sums[1] = _first(p, g, s, h)  # noqa: F821
         _finish(hp, t, aux, sums, h)  # noqa: F821
+
+
+def _begin_template(p, g, s, hp, t, aux, h):
+    """The first half of a two-pass step: the coefficients and the first pass; returns
+    the rule's two sums (for the caller to sum over MPI ranks, say)."""
+    check_arrays(p, g, s, h, _ROWS, _N_COEFFICIENTS)  # noqa: F821
+    check_host(hp, aux, h, _N_HYPER, _N_AUX, _N_COEFFICIENTS)  # noqa: F821
+    _coefficients(hp, t, aux, h)  # noqa: F821
+    sums = np.empty(2)
+    sums[0], sums[1] = _first(p, g, s, h)  # noqa: F821
+    return sums
+
+
+def _end_template(p, g, s, hp, t, aux, h, sums, avg, w):
+    """The second half: ``finish`` from the (summed) sums, then the guarded loop."""
+    _finish(hp, t, aux, sums, h)  # noqa: F821
+    return _guarded_loop(p, g, s, h, avg, w)  # noqa: F821
 
 
 def _stepper_template(p, g, s, hp, t, aux, h):
@@ -303,7 +336,7 @@ def _sizes(rule: Rule, flags: tuple | None = None) -> dict:
     sizes = {
         "_N_COEFFICIENTS": rule.n_coefficients,
         "_N_HYPER": rule.n_hyper,
-        "_N_AUX": len(rule.aux_init),
+        "_N_AUX": rule.n_aux,
     }
     if flags is not None:
         sizes["_ROWS"] = len(rule.slots(flags))
@@ -365,7 +398,7 @@ def first_pass(rule: Rule, flags: tuple = (), parallel: bool = False, shared: st
     if parallel:
         _start_threads()
     flags = _check_flags(rule, flags)
-    block = numba.njit(error_model="numpy", nogil=True)(
+    block = numba.njit(error_model="numpy", nogil=True, fastmath={"reassoc"})(
         rebind(
             _block_template,
             "block_" + _variant_name(rule, flags, False, shared),
@@ -376,6 +409,24 @@ def first_pass(rule: Rule, flags: tuple = (), parallel: bool = False, shared: st
     name = "first_" + _variant_name(rule, flags, parallel, shared)
     bindings = {"_block": block, "_range": numba.prange if parallel else range}
     return _compile(_first_pass_template, name, rule, parallel, **bindings, **_sizes(rule, flags))
+
+
+@cache
+def switch_kernel(rule: Rule, flags: tuple = (), parallel: bool = False):
+    """``switch(p, s, h) -> None``: ``p[i] = rule.switch(p, s, h, i, flags)`` for every
+    element (``h`` from ``rule.switch_coefficients``), in place."""
+    if rule.switch is None:
+        raise ValueError(f"rule {rule.name!r} has one point: nothing to switch")
+    if parallel:
+        _start_threads()
+    flags = _check_flags(rule, flags)
+    name = "switch_" + _variant_name(rule, flags, parallel)
+    bindings = {
+        "_switch": _element(rule.switch, "full"),
+        "_range": numba.prange if parallel else range,
+        "_FLAGS": flags,
+    }
+    return _compile(_switch_template, name, rule, parallel, **bindings)
 
 
 @cache
@@ -456,6 +507,23 @@ def guarded_stepper(rule: Rule, flags: tuple = (), parallel: bool = False, share
         shared,
         _guarded_loop=guarded,
     )
+
+
+@cache
+def split_stepper(rule: Rule, flags: tuple = (), parallel: bool = False, shared: str = "full"):
+    """``(begin, end)``: :func:`guarded_stepper` of a two-pass rule cut where its sums
+    are taken, ``begin(p, g, s, hp, t, aux, h) -> sums`` and ``end(p, g, s, hp, t, aux,
+    h, sums, avg, w) -> int``, so that the sums can be summed over MPI ranks between."""
+    flags = _check_flags(rule, flags)
+    first = first_pass(rule, flags, parallel, shared)
+    guarded = loop(rule, flags, parallel, shared, guarded=True)
+    name = _variant_name(rule, flags, parallel, shared)
+    sizes = _sizes(rule, flags)
+    bindings = {"_coefficients": rule.coefficients, "_first": first, **sizes}
+    begin = _compile(_begin_template, "begin_" + name, rule, **bindings)
+    bindings = {"_finish": rule.finish, "_guarded_loop": guarded}
+    end = _compile(_end_template, "end_" + name, rule, **bindings)
+    return begin, end
 
 
 # Reassociation only: lets the sum vectorise, and any order of adding zeros

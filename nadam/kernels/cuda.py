@@ -60,6 +60,7 @@ __all__ = [
     "nonfinite_kernel",
     "project_kernel",
     "simulated",
+    "switch_kernel",
 ]
 
 #: Threads per block: a multiple of the warp size that lets 8 blocks share an SM.
@@ -175,6 +176,15 @@ def _guarded_kernel_template(p, g, s, h, avg, w, flag):
         if _AVERAGE:  # noqa: F821 (a compile-time constant: the branch is pruned)
             a = avg[i]
             avg[i] = a + w * (p[i] - a)
+        i += stride
+
+
+def _switch_template(p, s, h):
+    i = _index(cuda.grid(1))  # noqa: F821
+    stride = _index(cuda.gridsize(1))  # noqa: F821
+    n = _index(p.shape[0])
+    while i < n:
+        p[i] = _switch(p, s, h, i, _FLAGS)  # noqa: F821
         i += stride
 
 
@@ -353,6 +363,20 @@ def first_pass(rule: Rule, flags: tuple = ()):
         _name(rule, flags, "first"),
         rule.cacheable,
         _accumulate=_device_function(rule.accumulate),
+        _FLAGS=flags,
+    )
+
+
+@cache
+def switch_kernel(rule: Rule, flags: tuple = ()):
+    """``switch[grid](p, s, h)``: the device side of :func:`nadam.kernels.cpu.switch_kernel`
+    (``h`` a tuple of three scalars of p's dtype)."""
+    flags = tuple(bool(f) for f in flags)
+    return _compile(
+        _switch_template,
+        _name(rule, flags, "switch"),
+        rule.cacheable,
+        _switch=_device_function(rule.switch),
         _FLAGS=flags,
     )
 
