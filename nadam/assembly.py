@@ -18,10 +18,12 @@ import numpy as np
 
 from . import checkpoint, mpi
 from .arguments import describe
+from .loop.averaging import WEIGHTS
 from .loop.compiled import CompiledLoop, Unsupported, kept_gradient, why_not
 from .loop.device import DeviceRun
 from .loop.iteration import LoopArguments, Parts, python_loop
 from .loop.objective import readonly
+from .loop.stages import Plan, Stages, epoch_window, new_stages, scorer
 from .loop.state import RunState
 from .loop.tracker import new_tracker
 from .optimizers import optimizer_class
@@ -40,6 +42,7 @@ __all__ = [
     "member_limit",
     "new_state",
     "signature",
+    "windows",
 ]
 
 
@@ -67,6 +70,12 @@ class Problem:
         The loop's options.
     device : DeviceRun or None
         The device side of a ``device="cuda"`` run.
+    noisy : bool
+        Whether each step sees a minibatch of the rows (``batch_size`` below their
+        number; with ``comm``, any ``batch_size``).
+    average : str or None
+        The averaging in force: option ``average``, or ``"poly"`` for a run that finds
+        its own step size on minibatches (:mod:`nadam.loop.stages`).
     """
 
     x: np.ndarray
@@ -77,6 +86,8 @@ class Problem:
     stream: Iterator | None
     settings: Settings
     device: DeviceRun | None
+    noisy: bool = False
+    average: str | None = None
 
     @classmethod
     def of(
@@ -94,10 +105,19 @@ class Problem:
                 "averaged iterate is evaluated on all of args at the end; pass arrays "
                 "(with batch_size) instead"
             )
+        rows = next((len(a) for a in args if isinstance(a, np.ndarray) and a.ndim >= 1), None)
+        noisy = o.batch_size is not None and (
+            o.comm is not None or rows is None or o.batch_size < rows
+        )
+        average = o.average
+        if average is None and noisy and o.stages == "adapt":
+            average = "poly"
+        more = {"noisy": noisy, "average": average}
         if o.device == "cuda":  # x lives on the device from here on: see nadam.loop.device
-            device = DeviceRun(x, box, o.return_best, o.average is not None)
-            return cls(x, device.x, device.x, device.box, args, stream, o, device)
-        return cls(x, x, readonly(x), box, args, stream, o, None)
+            best = o.return_best or o.stages is not None
+            device = DeviceRun(x, box, best, average is not None)
+            return cls(x, device.x, device.x, device.box, args, stream, o, device, **more)
+        return cls(x, x, readonly(x), box, args, stream, o, None, **more)
 
 
 def new_state(rule: Rule, hyper: dict, problem: Problem) -> RunState:
@@ -107,10 +127,11 @@ def new_state(rule: Rule, hyper: dict, problem: Problem) -> RunState:
     opt = optimizer_class(rule)(x, nonfinite="ignore", **hyper)
     lr = hyper.get("lr")
     best = (None, None)
-    if o.return_best:
+    if o.return_best or (o.stages is not None and problem.stream is None):
+        # (The stages judge a full batch's windows by the lowest loss: nadam.loop.stages.)
         best = device.best if device else (np.empty_like(x), np.empty_like(x))
     average = None
-    if o.average is not None:
+    if problem.average is not None:
         average = device.average if device else x.copy()
     sampler = None
     if o.batch_size is not None and o.comm is None:  # with comm: nadam.mpi
@@ -153,15 +174,44 @@ def draw_function(state: RunState, problem: Problem) -> Callable[[], tuple | Non
     return draw
 
 
-def averaging_weight(o: Settings) -> Callable[[int], float] | None:
-    """The weight of the iterate after step ``nit`` in the average: uniform
-    (Polyak-Ruppert: the mean of x_0 ... x_{nit+1}) or exponential; None without."""
-    if o.average == "polyak":
-        return lambda nit: 1.0 / (nit + 2.0)
-    if o.average == "ema":
-        weight = 1.0 - o.average_decay
-        return lambda nit: weight
-    return None
+def averaging_weight(average: str | None, beta: float) -> Callable[[int], float] | None:
+    """``weight(s)``: how far the average moves towards the iterate ``s`` steps after it
+    (re)started (:mod:`nadam.loop.averaging`), as plain Python; None without an average."""
+    if average is None:
+        return None
+    weight = WEIGHTS[average].py_func
+    return lambda steps: weight(steps, beta)
+
+
+def windows(
+    state: RunState, problem: Problem, parts: Parts, view_of: Callable[[Any], Any]
+) -> Stages | None:
+    """The run's windows (:mod:`nadam.loop.stages`), their state set in ``state``; None
+    for a run that has none (``lr`` and ``maxiter`` given; a stream of ``args``, whose
+    batches cannot be compared)."""
+    o, sampler = problem.settings, state.sampler
+    if o.stages is None or problem.stream is not None:
+        return None
+    adapt = o.stages == "adapt"
+    score = rows = None
+    if sampler is not None:
+        window = o.window
+        if window is None:
+            window = epoch_window(sampler.n_rows, sampler.batch_size)
+            if o.comm is not None:  # from each rank's shard: the ranks take the longest
+                window = mpi.agreed(o.comm, window, "max")
+        plan = Plan.of(adapt, True, window=window, ftol=o.ftol)
+        rows = min(plan.window * sampler.batch_size, sampler.n_rows)
+        evaluation = sampler.subset(rows)
+        score = scorer(parts.evaluate, parts.check, view_of, evaluation, parts.fev, state)
+        if o.comm is not None:  # (for the message: every rank's rows)
+            rows = mpi.agreed(o.comm, rows, "sum")
+        state.stage_best = np.empty_like(state.x)
+    else:
+        plan = Plan.of(adapt, False, window=o.window, ftol=o.ftol)
+    state.stages = new_stages(state.optimizer.lr if adapt else None)
+    origin = state.optimizer.state["origin"] if adapt else None
+    return Stages(plan, state, score, origin, rows)
 
 
 def _hyperparameters(state: RunState) -> dict[str, Any]:
@@ -181,7 +231,11 @@ def signature(state: RunState, problem: Problem, callback: bool) -> tuple:
     return (
         ("x0 (shape, dtype, bytes) or bounds", x.shape, x.dtype.str, digest.hexdigest()),
         ("method and hyperparameters", state.optimizer.rule.name, hyper),
-        ("stopping options", o.stopping + (o.return_best, o.average, o.average_decay)),
+        (
+            "stopping options",
+            o.stopping + (o.return_best, problem.average, o.average_decay),
+            (o.stages, o.ftol, o.window),
+        ),
         ("callback given", callback),
         ("batch_size and seed", o.batch_size, o.seed),
         ("args streamed", problem.stream is not None),
@@ -210,7 +264,8 @@ def identity(state: RunState, problem: Problem) -> dict[str, Any]:
         "seed": o.seed,
         "bounds": bounds,
         "return_best": o.return_best,
-        "average": None if o.average is None else [o.average, o.average_decay],
+        "average": None if problem.average is None else [problem.average, o.average_decay],
+        "stages": o.stages,
     }
 
 
@@ -300,7 +355,7 @@ def choose_loop(
         "sampled": 0 if draw is None else len(draw[0]),
         "observe": sched is not None and sched.stateful,
         "callback": parts.callback is not None,
-        "average": o.average,
+        "average": problem.average,
         "average_beta": o.average_decay,
     }
     loop = CompiledLoop(fun, None if jac is True else jac, state.optimizer, arguments, options)

@@ -75,6 +75,7 @@ _IDENTITY = (
     "bounds",
     "return_best",
     "average",
+    "stages",
 )
 
 

@@ -227,3 +227,7 @@ class DeviceArrays:
     def copy_in(dev, host: np.ndarray) -> None:
         """Overwrite the device array ``dev`` with ``host`` (same shape and dtype)."""
         dev.copy_to_device(np.ascontiguousarray(host))
+
+    def fill(self, dev, value: float) -> None:
+        """Set every element of the device array ``dev`` to ``value``."""
+        self.copy_in(dev, np.full(dev.shape, value, dtype=dev.dtype))

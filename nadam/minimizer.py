@@ -36,6 +36,7 @@ from .assembly import (
     draw_function,
     new_state,
     signature,
+    windows,
 )
 from .loop.compiled import CompiledLoop
 from .loop.iteration import Parts
@@ -109,7 +110,7 @@ class Minimizer:
         fun, jac = unwrap_memoized(fun, jac)
         rule = get_rule(method)
         x = as_x0(x0)
-        o, hyper = parse(options, rule, tol, jac, _stacklevel + 1)
+        o, hyper, rule = parse(options, rule, tol, jac, _stacklevel + 1)
         self.settings = o
         if isinstance(hyper.get("lr"), Schedule):
             hyper["lr"] = hyper["lr"].copy()  # the run mutates a plateau's state, not yours
@@ -132,7 +133,7 @@ class Minimizer:
             draw=draw_function(self.state, problem),
             track=track if device is None else device.track,
             project=project if device is None else device.project,
-            weight=averaging_weight(o),
+            weight=averaging_weight(problem.average, o.average_decay),
             callback=call,
         )
         if o.comm is not None:  # data-parallel over MPI: the parts become collective
@@ -147,11 +148,12 @@ class Minimizer:
                 stream,
             )
         self.parts = parts
+        self._stages = windows(self.state, problem, parts, self._view_of)
         ckpt = checkpointer(self.state, problem)
         self._loop_fn, arguments, kept = choose_loop(self.state, parts, problem, fun, jac)
         disp = o.disp and (o.comm is None or o.comm.Get_rank() == 0)  # one bar, not one per rank
         self._runner = Runner(
-            self.state, parts, self._loop_fn, arguments, kept, ckpt, disp, o.maxiter
+            self.state, parts, self._loop_fn, arguments, kept, ckpt, disp, o.maxiter, self._stages
         )
 
     # -- public ---------------------------------------------------------------------
@@ -201,13 +203,22 @@ class Minimizer:
 
     # -- the result -----------------------------------------------------------------
     def _finish(self, status: int, f: float, g: Any, what: str) -> OptimizeResult:
-        s, o = self.state, self.settings
+        s, o, stages = self.state, self.settings, self._stages
         x, elsewhere = s.x, False  # elsewhere: x is not an iterate the run evaluated
+        if g is None:  # no evaluation in this process (stopped at once after a resume)
+            f, elsewhere = math.nan, True
         # A guarded step changed x after its last evaluation (see iteration.STEP_NONFINITE).
         moved = status == Status.NONFINITE and what.startswith("the step")
+        # With windows, a full batch's answer is its lowest loss, minibatches' the best
+        # candidate (nadam.loop.stages).
         at_best = o.return_best and s.best_f < math.inf and (moved or not f <= s.best_f)
+        if stages is not None and not stages.plan.noisy and status != Status.GTOL:
+            at_best = s.best_f < math.inf  # (x moved on after its last evaluation)
+        candidate = None if stages is None else stages.best
         if at_best:
-            x, f, g = s.best_x, s.best_f, s.best_g
+            x, f, g, elsewhere = s.best_x, s.best_f, s.best_g, False
+        elif candidate is not None:
+            x, elsewhere = candidate, True
         elif s.average is not None and status != Status.NONFINITE:
             x, elsewhere = s.average, True  # the averaged iterate
         elif isinstance(s.optimizer, TrainEval) and status != Status.NONFINITE:
@@ -243,6 +254,7 @@ class Minimizer:
             status=status,
             success=success,
             message=text,
+            maxiter=o.maxiter,
         )
         if s.history is not None:
             h = np.array(s.history, dtype=np.float64).reshape(-1, 3)
@@ -292,6 +304,13 @@ def minimize(
     one step :math:`x_{k+1} = P(\mathrm{update}(x_k, g_k))`, where :math:`P`
     projects onto the bounds.
 
+    Without ``lr``, Adam (the default method) finds its step size, and without
+    ``maxiter`` the run stops by itself once converged, within a budget of
+    100,000 iterations: ``minimize(fun, x0, args, jac=True)`` is meant to return
+    the answer, as L-BFGS-B does.  The run is judged in windows of iterations
+    (:mod:`nadam.loop.stages`, ``docs/tuning-free.md``); with ``lr`` and
+    ``maxiter`` both given, there are none and every step is the method's own.
+
     Parameters
     ----------
     fun : callable
@@ -310,7 +329,11 @@ def minimize(
         it is exhausted (or at ``maxiter``).  Anything else that is not a tuple is one argument.
     method : str, default "adam"
         Case-insensitive: "sgd", "rmsprop", "adagrad", "adadelta", "adam",
-        "adamw", "adamax", "nadam", "radam" (:data:`nadam.rules.RULES`).
+        "adamw", "adamax", "nadam", "radam", "prodigy", "adamw_schedulefree",
+        "sgd_schedulefree", "adam_distance" (:data:`nadam.rules.RULES`).  Adam
+        without ``lr`` takes the steps of "adam_distance", whose step size is a
+        fraction of the distance each parameter has travelled, cut in half after
+        each window without progress.
     jac : {None, True, callable, "2-point", "3-point", "cs"}, optional
         ``True``: ``fun`` returns ``(f, g)``.  A callable: ``jac(x, *args) -> g``.
         Otherwise finite differences of ``fun`` (``None`` means "2-point"; see
@@ -332,11 +355,26 @@ def minimize(
         where ``lr`` may be a :mod:`nadam.schedules` schedule (copied, not
         modified) or any callable ``t -> lr``, and:
 
-        maxiter : int, default 1000
-            Maximum number of steps.  Stochastic methods often need many more.
-        gtol : float, default 1e-5
+        maxiter : int, optional
+            Maximum number of steps.  Not given: the run stops when its windows
+            stop making progress, or after 100,000 steps (``result.maxiter``
+            reports the budget in force).
+        gtol : float, optional
             Stop when :math:`\|g\|_\infty \le` gtol (with bounds, the projected
-            gradient :math:`\|P(x - g) - x\|_\infty`, as L-BFGS-B).
+            gradient :math:`\|P(x - g) - x\|_\infty`, as L-BFGS-B).  Default
+            1e-5 when ``lr`` and ``maxiter`` are both given, else 0 (the windows
+            decide; a zero gradient still stops the run).
+        ftol : float, optional
+            The relative progress a window must make: a loss below the lowest
+            so far by more than ``ftol`` times its magnitude (a full batch;
+            default 1e-10), or a candidate's loss on the evaluation rows below
+            the best candidate's by as much (minibatches; default 1e-6).  After
+            5 (full batch) or 3 (minibatches) windows in a row without it, the
+            run stops (status 6); without ``lr`` each such window also halves the
+            step size and returns to the best point.
+        window : int, optional
+            Iterations per window: default 50 with a full batch, whole epochs of
+            at least 100 steps (at most 2,000) with minibatches.
         patience : int or None, default None
             Stop when the smoothed loss has not improved for this many
             iterations (off by default).  The smoothed loss is the exponential
@@ -352,6 +390,14 @@ def minimize(
         return_best : bool, default False
             Return the iterate with the lowest loss evaluated (with batches,
             the lowest *batch* loss: a noisy criterion) instead of the last.
+            (A run with windows returns its best point anyway: the lowest loss
+            of a full batch, the best candidate of minibatches.)
+        average : {None, "polyak", "poly", "ema"}, default None
+            Return the averaged iterate (:mod:`nadam.loop.averaging`) with
+            ``fun`` and ``jac`` evaluated there: the mean of all iterates, a
+            polynomial-decay average (:math:`\gamma = 3`) or an exponential one
+            (``average_decay``, default 0.99).  Adam without ``lr`` on
+            minibatches uses "poly", restarted at every stage.
         batch_size : int, optional
             Sample this many rows (axis 0) of every array in ``args`` per step,
             epoch by epoch without replacement (:mod:`nadam.sampling`); other
@@ -432,14 +478,18 @@ def minimize(
     scipy.optimize.OptimizeResult
         ``x`` (x0's shape), ``fun`` and ``jac`` at ``x``, ``nit`` (steps
         taken), ``nfev`` and ``njev`` (evaluations, finite-difference ones
-        included), ``status``, ``success`` and ``message`` from
+        and the windows' scoring of candidates included), ``maxiter`` (the
+        budget in force), ``status``, ``success`` and ``message`` from
         :data:`MESSAGES`: 0 gtol reached, 1 maxiter reached (success False,
         as scipy), 2 the smoothed loss stalled, 3 a non-finite loss or
-        gradient (``x`` is the finite iterate at which it occurred; no step is
-        taken from it), 4 the stream of args ended (``fun``/``jac`` are those
-        of the last batch, at the iterate before the last step), 5 interrupted
-        by SIGTERM or SIGINT (success False; the message names the signal),
-        99 callback raised StopIteration.
+        gradient (``x`` is the finite iterate at which it occurred, no step
+        taken from it; with windows, the best point: Adam without ``lr``
+        restarts from there and gives up only when its step size has fallen
+        below 1e-12 of its start), 4 the stream of args ended (``fun``/``jac``
+        are those of the last batch, at the iterate before the last step), 5
+        interrupted by SIGTERM or SIGINT (success False; the message names the
+        signal), 6 the windows stopped making progress (converged), 99 callback
+        raised StopIteration.
 
     Raises
     ------

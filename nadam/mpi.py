@@ -87,6 +87,7 @@ from .sampling import EPOCH, POS, Minibatches, seed_key
 __all__ = [
     "AllreduceEvaluate",
     "ShardSampler",
+    "agreed",
     "check_comm",
     "data_parallel",
     "rank_seed",
@@ -422,6 +423,15 @@ class AllreduceEvaluate:
             raise error
         if flag[0]:
             raise _others_failed("the callback", flag[0])
+
+
+def agreed(comm: Any, value: int, how: str) -> int:
+    """The largest (``how="max"``) or the sum (``"sum"``) of the ranks' int ``value``, on
+    every rank: what each rank derives from its own shard (a window's length, a number of
+    rows) and the ranks must share."""
+    from mpi4py import MPI  # a communicator was given: mpi4py is there
+
+    return int(comm.allreduce(int(value), op={"max": MPI.MAX, "sum": MPI.SUM}[how]))
 
 
 def _others_failed(what: str, count: float) -> RuntimeError:

@@ -49,6 +49,7 @@ __all__ = [
     "checked_gradient",
     "checked_state",
     "export_state",
+    "restart",
     "sharded_step",
     "optimizer_class",
 ]
@@ -398,6 +399,30 @@ class Optimizer:
         return f"{type(self).__name__}(<{kind} of {self._flat.size}>, {hyper})"
 
 
+def restart(opt: Optimizer) -> None:
+    """Start the moment estimates of ``opt`` afresh: the state slots its rule's ``restart``
+    names go back to their initial value and its host state ``aux`` to the initial one;
+    the rest (and the step count ``t``) is kept.  (nadam's tuning-free runs do this after
+    a divergence: :mod:`nadam.loop.stages`.)
+
+    Raises
+    ------
+    TypeError
+        For a rule without a restart (its bias corrections count ``t`` itself).
+    """
+    names = opt.rule.restart
+    if not names:
+        raise TypeError(f"{type(opt).__name__} has no restart (its rule names no slots)")
+    initial = opt.rule.initial(opt._values)
+    for k, name in enumerate(opt._slots):
+        if name in names:
+            if opt._device is not None:
+                opt._device.fill(opt._state[k], initial)
+            else:
+                opt._state[k] = initial
+    opt._aux[...] = opt.rule.initial_aux(opt._values)
+
+
 def export_state(opt: Optimizer) -> dict[str, Any]:
     """:meth:`Optimizer.state_dict`: the snapshot of ``opt``."""
     state = opt._device.to_host(opt._state) if opt._device else opt._state
@@ -522,10 +547,13 @@ def _docstring(rule: Rule) -> str:
     lines = [rule.summary, "", ".. math::", "", math_block, ""]
     if rule.notes:
         lines += [textwrap.fill(rule.notes, 88), ""]
-    lines += [
-        f"Equals ``{rule.reference}`` (its single-tensor implementation) step for step.",
-        "",
-    ]
+    if rule.reference:
+        lines += [
+            f"Equals ``{rule.reference}`` (its single-tensor implementation) step for step.",
+            "",
+        ]
+    else:
+        lines += ["nadam's own rule: tested against its formulas (``tests/naive.py``).", ""]
     lines += [
         "Parameters",
         "----------",

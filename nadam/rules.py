@@ -491,6 +491,13 @@ class Rule:
         to evaluate (schedule-free: ``y`` and ``x``) map one to the other in place:
         ``switch(p, s, h, i, flags) -> new p[i]``, with ``h`` from
         ``switch_coefficients(hp, to_eval, h)`` (three slots, ``@njit``).
+    restart : tuple of str
+        State slots that :func:`nadam.optimizers.restart` sets back to their
+        initial value, with ``aux`` back to ``aux_init``: a rule whose bias corrections
+        count steps in ``aux`` (not ``t``) can start its moment estimates afresh
+        (nadam's tuning-free runs do after a divergence).  Empty: no restart.
+    reference : str
+        (Above.)  Empty for a rule of nadam's own, tested against its formulas only.
     """
 
     name: str
@@ -517,6 +524,7 @@ class Rule:
     from_params: tuple[str, ...] = ()
     switch: Callable | None = None
     switch_coefficients: Callable | None = None
+    restart: tuple[str, ...] = ()
     defaults: dict = field(init=False, repr=False)
 
     def __post_init__(self):
@@ -1168,6 +1176,125 @@ x_{t+1} &= x_t - d_{t-1}\gamma\, m_t / (\sqrt{v_t} + d_t \epsilon)""",
 )
 
 
+# Adam with distance-scaled steps: nadam's own rule, the step of minimize's
+# tuning-free runs (docs/tuning-free.md).  aux: the steps k since the moment
+# estimates (re)started, which the bias corrections count instead of t.
+_AD_K = 0
+
+
+def adam_distance_update(p, g, s, h, i, flags):
+    (amsgrad,) = flags
+    d = g[i] if RAW_GRAD else h[0] * g[i] + h[1] * p[i]
+    m = h[3] * s[0, i] + h[4] * d
+    v = h[5] * s[1, i] + h[6] * (d * d)
+    s[0, i] = m
+    s[1, i] = v
+    if amsgrad:
+        v = max(s[2, i], v)
+        s[2, i] = v
+    k = 3 if amsgrad else 2  # the distance travelled; the origin next to it
+    origin = s[k + 1, i]
+    r = max(s[k, i], h[10] + h[10] * abs(origin))
+    new = (p[i] if RAW_PARAM else h[2] * p[i]) - (h[7] * r) * (m / (math.sqrt(v) * h[8] + h[9]))
+    moved = abs(new - origin)
+    # Not max(): a NaN step (which the guarded loops never write) must leave r as it is.
+    s[k, i] = moved if moved > r else r
+    return new
+
+
+@njit(cache=True)
+def adam_distance_coefficients(hp, t, aux, h):
+    common_coefficients(hp, h)
+    lr, beta1, beta2, eps, r_eps = hp[0], hp[4], hp[5], hp[6], hp[8]
+    k = aux[_AD_K] + 1.0
+    aux[_AD_K] = k
+    h[3] = beta1
+    h[4] = 1.0 - beta1
+    h[5] = beta2
+    h[6] = 1.0 - beta2
+    h[7] = lr / (1.0 - beta1**k)
+    h[8] = 1.0 / math.sqrt(1.0 - beta2**k)
+    h[9] = eps
+    h[10] = r_eps
+
+
+def _adam_distance_slots(flags: tuple) -> tuple:
+    return _adam_slots(flags) + ("distance", "origin")
+
+
+def _adam_distance_moved(flags: tuple) -> tuple:
+    # The origin is read, never written.
+    k = len(_adam_distance_slots(flags))
+    return ((k, k - 1, True),)
+
+
+ADAM_DISTANCE = Rule(
+    "adam_distance",
+    "AdamDistance",
+    "Adam whose step for each parameter is the fraction :math:`\\gamma` of the distance it "
+    "has travelled from its start: a step size in the parameter's own units, found by the "
+    "run (after DoG, Ivgi, Hinder & Carmon, 2023, per coordinate).  The step of "
+    ":func:`nadam.minimize` without ``lr``.",
+    r"""m_t &= \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
+    v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \quad (\text{amsgrad: } v_t \leftarrow
+    \max(v^{\max}_{t-1}, v_t)) \\
+r_{t-1} &= \max\big(r_\epsilon (1 + |p_0|),\ \max_{s<t} |p_s - p_0|\big)
+    \quad \text{(per element)} \\
+p_t &= p_{t-1} - \frac{\gamma\, r_{t-1}}{1-\beta_1^k}\,
+    \frac{m_t}{\sqrt{v_t}/\sqrt{1-\beta_2^k} + \epsilon}""",
+    adam_distance_update,
+    adam_distance_coefficients,
+    11,
+    (
+        _lr(
+            0.1,
+            "Step as a fraction :math:`\\gamma` of the distance travelled (dimensionless), "
+            "or a schedule ``t -> lr``.",
+        ),
+        *shared_hyperparameters(fixed=False),
+        _betas(),
+        _eps(1e-8),
+        _AMSGRAD,
+        Hyper(
+            "r_eps",
+            1e-6,
+            low_open=True,
+            doc="Initial distance :math:`r_\\epsilon`, relative to :math:`1 + |p_0|`.",
+        ),
+    ),
+    (
+        "lr",
+        "betas",
+        "eps",
+        "weight_decay",
+        "amsgrad",
+        "r_eps",
+        "*",
+        "maximize",
+        "decoupled_weight_decay",
+    ),
+    "",
+    ("amsgrad",),
+    _adam_flags,
+    _adam_distance_slots,
+    aux_init=(0.0,),
+    # r_eps = 0.1: steps of unit-scale parameters from the first one (with the default,
+    # 1e-6, the tests' few dozen steps would move them by less than their tolerance).
+    examples=(
+        {"lr": 0.1, "r_eps": 0.1},
+        {"lr": 0.1, "r_eps": 0.1, "betas": (0.8, 0.9), "amsgrad": True},
+        {"lr": 0.05, "r_eps": 0.2, "weight_decay": 0.1, "decoupled_weight_decay": True},
+    ),
+    notes="k counts the steps since the moment estimates started (t, unless "
+    ":func:`nadam.optimizers.restart` started them again).  The step of "
+    "parameter i grows by up to a factor 1 + gamma per step while it moves away from its "
+    "start, and stops growing where it settles: each parameter finds its own scale.",
+    moved=_adam_distance_moved,
+    from_params=("origin",),
+    restart=("exp_avg", "exp_avg_sq", "max_exp_avg_sq"),
+)
+
+
 # Schedule-free rules (schedulefree 1.4.1).  aux: the step count k, the sum of the
 # averaging weights and the largest learning rate so far.  The parameters hold y,
 # where gradients are taken; the average x is what to evaluate (switch).
@@ -1366,6 +1493,7 @@ RULES: dict[str, Rule] = {
         PRODIGY,
         ADAMW_SCHEDULEFREE,
         SGD_SCHEDULEFREE,
+        ADAM_DISTANCE,
     )
 }
 

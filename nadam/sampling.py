@@ -180,6 +180,7 @@ class Minibatches:
             )
         n = next(iter(lengths.values()))
         check_int("batch_size", batch_size, 1, n)
+        self._args, self._sampled = tuple(args), frozenset(sampled)
         self.n_rows = int(n)
         self.batch_size = int(batch_size)
         self._sources = tuple(args[i] for i in sampled)
@@ -207,6 +208,20 @@ class Minibatches:
             # mode="clip": with the default "raise", NumPy buffers `out` (a copy per call).
             np.take(src, idx, axis=0, out=buf, mode="clip")
         return self.batch
+
+    def subset(self, rows: int) -> tuple:
+        """The arguments with every sampled array cut to one fixed set of ``rows`` rows
+        (copies; all of them, in order, if ``rows`` is at least their number).
+
+        The rows are a uniformly random subset drawn from the sampler's key alone (not
+        from its stream of batches): the same at every call and after a restored state.
+        """
+        if rows >= self.n_rows:
+            return self._args
+        perm = np.empty(self.n_rows, np.int64)
+        shuffle(perm, self.state[KEY], -1)  # the permutation of an epoch never reached
+        idx = np.sort(perm[:rows])
+        return tuple(a[idx] if i in self._sampled else a for i, a in enumerate(self._args))
 
     def state_dict(self) -> dict[str, Any]:
         """The sampler's state: ``key``, ``epoch``, ``pos`` and the sizes, as ints."""

@@ -17,17 +17,20 @@ from scipy.optimize import OptimizeWarning
 from . import checkpoint
 from ._checks import check_bool, check_choice, check_int, check_real, check_seed, fail
 from .loop.device import check_options as check_device_options
-from .rules import Rule
+from .loop.stages import FULL_FTOL
+from .rules import Rule, get_rule
 
 __all__ = ["DEFAULT_OPTIONS", "Settings", "parse"]
 
 #: The loop's options and their defaults (the rule's hyperparameters come on top).
 DEFAULT_OPTIONS: dict[str, Any] = {
-    "maxiter": 1000,
+    "maxiter": None,
     "disp": False,
-    "gtol": 1e-5,
+    "gtol": None,
     "patience": None,
     "min_delta": 1e-4,
+    "ftol": None,
+    "window": None,
     "smoothing": 0.9,
     "return_best": False,
     "average": None,
@@ -45,14 +48,35 @@ DEFAULT_OPTIONS: dict[str, Any] = {
 }
 
 #: The values of ``options["average"]``.
-AVERAGES = (None, "polyak", "ema")
+AVERAGES = (None, "polyak", "poly", "ema")
+
+#: The iterations a run without ``maxiter`` may take at most.
+BUDGET = 100_000
+
+#: ``gtol`` when not given, as L-BFGS-B's; a run without ``maxiter`` stops when its
+#: windows stop making progress instead (a gradient norm of 1e-5 can be far from the
+#: minimum of a badly scaled problem), unless ``gtol`` is given.
+GTOL = 1e-5
+
+#: The rules whose step size a run finds itself when no ``lr`` is given: Adam's runs
+#: take the steps of ``adam_distance`` (docs/tuning-free.md).
+ADAPTIVE = {"adam": "adam_distance", "adam_distance": "adam_distance"}
 
 
 @dataclass(frozen=True)
 class Settings:
-    """The validated settings of one run (see :func:`nadam.minimize` for each)."""
+    """The validated settings of one run (see :func:`nadam.minimize` for each).
+
+    ``maxiter`` is the budget in force (:data:`BUDGET` when not given); ``stages`` says
+    how the run uses windows of iterations (:mod:`nadam.loop.stages`): None (``lr``
+    and ``maxiter`` given: none), ``"stop"`` (no ``maxiter``: the run stops itself)
+    or ``"adapt"`` (no ``lr`` for Adam: it also finds its step size).
+    """
 
     maxiter: int
+    stages: str | None
+    ftol: float | None
+    window: int | None
     disp: bool
     gtol: float
     patience: int | None
@@ -75,7 +99,8 @@ class Settings:
     @property
     def stopping(self) -> tuple:
         """The settings of the stopping rules, as the tracker takes them."""
-        return self.smoothing, self.min_delta, self.gtol, self.patience, self.maxiter
+        ftol = FULL_FTOL if self.ftol is None else self.ftol
+        return self.smoothing, self.min_delta, self.gtol, self.patience, self.maxiter, ftol
 
 
 def _plain(value: Any) -> Any:
@@ -85,9 +110,10 @@ def _plain(value: Any) -> Any:
 
 def parse(
     options: Any, rule: Rule, tol: float | None, jac: Any, stacklevel: int = 3
-) -> tuple[Settings, dict]:
+) -> tuple[Settings, dict, Rule]:
     """Split ``options`` into the loop's validated :class:`Settings` and the rule's
-    hyperparameters (validated by the rule when the optimizer is made).
+    hyperparameters (validated by the rule when the optimizer is made), and say which
+    rule runs: ``rule``, or for Adam without ``lr`` the rule of :data:`ADAPTIVE`.
 
     ``tol`` sets ``gtol`` unless ``options`` does, as in scipy.  Unknown keys raise
     an ``OptimizeWarning`` naming them, as in scipy.
@@ -104,6 +130,9 @@ def parse(
     options = dict(options)
     if tol is not None:
         options.setdefault("gtol", check_real("tol", tol, 0.0))
+    adapt = "lr" not in options and rule.name in ADAPTIVE
+    if adapt:  # the run finds its step size (docs/tuning-free.md)
+        rule = get_rule(ADAPTIVE[rule.name])
     names = list(rule.arguments)
     hyper = {k: v for k, v in options.items() if k in names}
     unknown = [k for k in options if k not in hyper and k not in DEFAULT_OPTIONS]
@@ -115,15 +144,24 @@ def parse(
             stacklevel=stacklevel,
         )
     o = {**DEFAULT_OPTIONS, **{k: v for k, v in options.items() if k in DEFAULT_OPTIONS}}
+    maxiter = check_int("option maxiter", o["maxiter"], 0, allow_none=True)
+    stages = "adapt" if adapt else "stop" if maxiter is None else None
     step = o["finite_diff_rel_step"]
     local = o["comm"] is None
     path, every, resume = checkpoint.check_options(
         o["checkpoint"], o["checkpoint_every"], o["resume"], local
     )
     settings = Settings(
-        maxiter=check_int("option maxiter", o["maxiter"], 0),
+        maxiter=BUDGET if maxiter is None else maxiter,
+        stages=stages,
+        ftol=check_real("option ftol", o["ftol"], 0.0, allow_none=True),
+        window=check_int("option window", o["window"], 1, allow_none=True),
         disp=check_bool("option disp", o["disp"], allow_int=True),
-        gtol=check_real("option gtol", o["gtol"], 0.0),
+        gtol=(
+            (0.0 if stages else GTOL)
+            if o["gtol"] is None
+            else check_real("option gtol", o["gtol"], 0.0)
+        ),
         patience=check_int("option patience", o["patience"], 1, allow_none=True),
         min_delta=check_real("option min_delta", o["min_delta"], 0.0),
         smoothing=check_real("option smoothing", o["smoothing"], 0.0, 1.0, high_open=True),
@@ -149,4 +187,4 @@ def parse(
     )
     if settings.device == "cuda":
         check_device_options(settings.batch_size, settings.comm, settings.compiled, jac)
-    return settings, hyper
+    return settings, hyper, rule

@@ -495,6 +495,33 @@ def stream_fails_on_one_rank():
     return "no exception"
 
 
+def tuning_free_full_batch():
+    """No lr, no maxiter: the windows' decisions come from the summed losses, so the ranks
+    take them at the same iterations as one process on all rows."""
+    return both(logistic(N), np.zeros(D), {}, jac=True)
+
+
+def tuning_free_minibatch():
+    """No lr, no maxiter, minibatches: the candidates are scored on each rank's evaluation
+    rows, summed; the window is the longest of the ranks' (shards of 501 and 500 rows make
+    windows of 101 and 100 steps at batch 5); rank 0's state mid-run resumes every rank."""
+    kw = dict(
+        args=(X[ROWS], Y[ROWS]),
+        jac=True,
+        options={"batch_size": 5, "seed": 2, "comm": COMM},
+    )
+    fun = logistic(5 * SIZE)
+    whole = Minimizer(fun, np.zeros(D), **kw)
+    result = whole.run()
+    first = Minimizer(fun, np.zeros(D), **kw)
+    assert first.run(250) is None  # inside the third window
+    state = COMM.bcast(first.state_dict() if RANK == 0 else None, root=0)
+    second = Minimizer(fun, np.zeros(D), **kw)
+    second.load_state_dict(state)
+    window = whole._stages.plan.window
+    return {"mpi": outcome(result), "resumed": outcome(second.run()), "window": window}
+
+
 SCENARIOS = [
     allreduce_bits,
     sharded_prodigy,
@@ -520,6 +547,8 @@ SCENARIOS = [
     corrupt_checkpoint,
     stream_fails_on_one_rank,
     checkpoint_folder_missing_on_rank_0,
+    tuning_free_full_batch,
+    tuning_free_minibatch,
 ]
 
 

@@ -182,6 +182,51 @@ def radam(p, g, state, t, *, lr, betas, eps, weight_decay, maximize, decoupled_w
     return p - (lr / bc1) * m
 
 
+def adam_distance(
+    p,
+    g,
+    state,
+    t,
+    *,
+    lr,
+    betas,
+    eps,
+    weight_decay,
+    amsgrad,
+    r_eps,
+    maximize,
+    decoupled_weight_decay,
+):
+    """Adam whose step is lr times the distance travelled (docs/tuning-free.md): r is
+    the largest |p_s - p_0| over the iterates so far, at least r_eps (1 + |p_0|)."""
+    if "origin" not in state:
+        state["origin"] = p.copy()
+        state["distance"] = np.zeros_like(p)
+        state["k"] = 0
+    p0 = state["origin"]
+    r = np.maximum(state["distance"], r_eps * (1 + np.abs(p0)))
+    # Adam's step with lr * r (an array) as the step size, k counting the bias corrections.
+    state["k"] += 1
+    k = state["k"]
+    beta1, beta2 = betas
+    g = -g if maximize else g
+    if decoupled_weight_decay:
+        p = p * (1 - lr * weight_decay)
+    elif weight_decay:
+        g = g + weight_decay * p
+    _zeros(p, state, "exp_avg", "exp_avg_sq")
+    m = beta1 * state["exp_avg"] + (1 - beta1) * g
+    v = beta2 * state["exp_avg_sq"] + (1 - beta2) * g**2
+    state["exp_avg"], state["exp_avg_sq"] = m, v
+    if amsgrad:
+        _zeros(p, state, "max_exp_avg_sq")
+        v = np.maximum(state["max_exp_avg_sq"], v)
+        state["max_exp_avg_sq"] = v
+    new = p - (lr / (1 - beta1**k)) * r * m / (np.sqrt(v) / math.sqrt(1 - beta2**k) + eps)
+    state["distance"] = np.maximum(r, np.abs(new - p0))
+    return new
+
+
 def _maximizing(reference):
     """A reference of tests/naive_lrfree.py (the packages' hyperparameters only) with
     nadam's shared ``maximize`` (the sign flip comes first, as in every rule)."""
@@ -207,6 +252,7 @@ REFERENCES = {
     "prodigy": _maximizing(naive_lrfree.prodigy),
     "adamw_schedulefree": _maximizing(naive_lrfree.adamw_schedulefree),
     "sgd_schedulefree": _maximizing(naive_lrfree.sgd_schedulefree),
+    "adam_distance": adam_distance,
 }
 
 #: train -> eval and eval -> train of the schedule-free rules (p, state, **hyper) -> p.
@@ -243,6 +289,7 @@ DEFAULTS = {
     "adamax": dict(lr=2e-3, **_ADAM),
     "nadam": dict(lr=2e-3, **_ADAM, momentum_decay=4e-3, decoupled_weight_decay=False),
     "radam": dict(lr=1e-3, **_ADAM, decoupled_weight_decay=False),
+    "adam_distance": dict(lr=0.1, **_ADAM, amsgrad=False, r_eps=1e-6, decoupled_weight_decay=False),
     # The packages' defaults, less what nadam does not offer (fsdp_in_use, slice_p).
     **{
         name: {
@@ -265,6 +312,7 @@ SLOTS = {
     "nadam": {"exp_avg", "exp_avg_sq"},
     "radam": {"exp_avg", "exp_avg_sq"},
     **naive_lrfree.SLOTS,
+    "adam_distance": {"exp_avg", "exp_avg_sq", "max_exp_avg_sq", "distance", "origin"},
 }
 
 

@@ -551,7 +551,8 @@ ROWS: list[tuple[str, Any, type, str]] = [
         "checkpoint of another method",
         lambda e: _minimize(e, method="sgd", options={"checkpoint": e.ckpt, "resume": True}),
         ValueError,
-        r"checkpoint '.*c.npz' belongs to another run: method is 'adam' in the checkpoint",
+        r"checkpoint '.*c.npz' belongs to another run: method is 'adam_distance' in the "
+        r"checkpoint but 'sgd' here",
     ),
     # -- nadam.methods ----------------------------------------------------------------
     (

@@ -602,7 +602,7 @@ def test_nonfinite_stops_on_the_last_finite_iterate(bad, what, bounded, return_b
         np.zeros(3),
         jac=True,
         bounds=[(-1.0, 1.0)] * 3 if bounded else None,
-        options={"lr": 0.01, "return_best": return_best},
+        options={"lr": 0.01, "maxiter": 1000, "return_best": return_best},
     )
     assert (res.status, res.success) == (3, False)
     assert (

@@ -368,13 +368,21 @@ def test_maxiter_and_tol():
     res = nadam.minimize(quad, np.zeros(4), jac=True, options={"maxiter": 3})
     assert (res.nit, res.status, res.success) == (3, 1, False)
     assert "Maximum number of iterations" in res.message
-    loose = nadam.minimize(quad, np.zeros(4), jac=True, tol=0.5, options={"lr": 0.1})
-    tight = nadam.minimize(quad, np.zeros(4), jac=True, options={"lr": 0.1})
+    budget = {"lr": 0.1, "maxiter": 10_000}
+    loose = nadam.minimize(quad, np.zeros(4), jac=True, tol=0.5, options=budget)
+    tight = nadam.minimize(quad, np.zeros(4), jac=True, options=budget)  # gtol 1e-5
     assert loose.status == tight.status == 0 and loose.nit < tight.nit
     assert np.max(np.abs(loose.jac)) <= 0.5 and "gtol (0.5)" in loose.message
+    assert "gtol (1e-05)" in tight.message
+    # Without maxiter the windows stop the run, and gtol only when given.
+    windows = nadam.minimize(quad, np.zeros(4), jac=True, options={"lr": 0.1})
+    assert windows.status == 6 and windows.nit > tight.nit
+    assert (
+        nadam.minimize(quad, np.zeros(4), jac=True, tol=1e-5, options={"lr": 0.1}).nit == tight.nit
+    )
     # An explicit gtol option wins over tol, as in scipy.
     assert (
-        nadam.minimize(quad, np.zeros(4), jac=True, tol=0.5, options={"lr": 0.1, "gtol": 1e-5}).nit
+        nadam.minimize(quad, np.zeros(4), jac=True, tol=0.5, options={**budget, "gtol": 1e-5}).nit
         == tight.nit
     )
 
@@ -421,7 +429,7 @@ def test_nonfinite_stops_cleanly(bad, what):
             f, g = (np.nan, g) if bad == "f" else (f, np.full_like(g, np.inf))
         return f, g
 
-    res = nadam.minimize(fun, np.zeros(4), jac=True, options={"lr": 0.01})
+    res = nadam.minimize(fun, np.zeros(4), jac=True, options={"lr": 0.01, "maxiter": 1000})
     assert res.status == 3 and not res.success
     assert f"the {what} is not finite at iteration {res.nit}" in res.message
     assert np.all(np.isfinite(res.x)) and 0.05 < res.x[0] < 0.07

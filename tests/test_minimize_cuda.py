@@ -166,6 +166,41 @@ def test_gtol_stops_where_the_cpu_run_stops(cuda, dev_fun):
     assert_same(dev, host, np.float64)
 
 
+def test_tuning_free_windows_cut_and_restart_on_the_device(cuda, dev_fun):
+    """No lr: the windows judge, cut the step size and go back to the best iterate on the
+    device; a NaN gradient (the 5th evaluation) restarts the moments there too."""
+    calls = {"host": 0, "dev": 0}
+
+    def poisoned(fun, put_nan, key):
+        def f(x, *args):
+            calls[key] += 1
+            value, g = fun(x, *args)
+            if calls[key] == 5:
+                put_nan(g)
+            return value, g
+
+        return f
+
+    def host_nan(g):
+        g[0, 1] = np.nan
+
+    def dev_nan(g):
+        h = g.copy_to_host()
+        h[0, 1] = np.nan
+        g.copy_to_device(h)
+
+    host, dev = both(
+        cuda,
+        dev_fun,
+        np.float64,
+        fun_cpu=poisoned(cpu_fun, host_nan, "host"),
+        fun_dev=poisoned(dev_fun, dev_nan, "dev"),
+        options={"window": 2, "maxiter": 14, "r_eps": 0.5},
+    )
+    assert host.status == 1 and host.nfev == 16  # 14 steps, the NaN evaluation again
+    assert_same(dev, host, np.float64)
+
+
 def test_a_nonfinite_gradient_stops_on_the_last_finite_iterate(cuda, dev_fun):
     def poisoned(fun, put_nan):
         calls = [0]

@@ -155,7 +155,13 @@ class TestTwoRanks:
 
     @pytest.mark.parametrize(
         "scenario",
-        ["full_batch_adam", "full_batch_sgd_gtol", "finite_differences", "bounds_and_plateau"],
+        [
+            "full_batch_adam",
+            "full_batch_sgd_gtol",
+            "finite_differences",
+            "bounds_and_plateau",
+            "tuning_free_full_batch",
+        ],
     )
     def test_full_batch_equals_one_process_on_all_rows(self, ranks, scenario):
         for r in ranks:
@@ -200,6 +206,8 @@ class TestTwoRanks:
             "streams_of_unequal_length",
             "shard_sampler_when_batch_is_a_whole_shard",
             "njit_objective_takes_the_python_loop",
+            "tuning_free_full_batch",
+            "tuning_free_minibatch",
         ],
     )
     def test_results_are_bit_identical_on_every_rank(self, ranks, scenario):
@@ -214,6 +222,14 @@ class TestTwoRanks:
         for r in ranks:
             out = ok(r["minibatch"], "minibatch")
             np.testing.assert_allclose(out["mpi"]["x"], out["replay"]["x"], rtol=1e-10, atol=1e-10)
+
+    def test_tuning_free_minibatches_agree_and_resume_bit_for_bit(self, ranks):
+        outs = [ok(r["tuning_free_minibatch"], "tuning_free_minibatch") for r in ranks]
+        for out in outs:
+            assert out["window"] == 101  # the longer shard's: 501 rows in batches of 5
+            assert_same(out["resumed"], out["mpi"])
+            assert out["mpi"]["status"] == 6  # the windows stopped it
+        assert_same(outs[0]["mpi"], outs[1]["mpi"])
 
     def test_rank_0_state_resumes_every_rank_bit_for_bit(self, ranks):
         for r in ranks:

@@ -54,8 +54,10 @@ from .._specialise import rebind, source_digest
 from ..kernels import cpu
 from ..optimizers import Optimizer
 from ..schedules import Schedule
-from . import iteration, tracker
+from . import averaging, iteration, tracker
+from .averaging import WEIGHTS
 from .iteration import BAD_OUTPUT, CONTINUE, NIT, T, iterate_template
+from .state import ORIGIN
 
 __all__ = ["CompiledLoop", "Unsupported", "first_lines", "why_not"]
 
@@ -142,27 +144,6 @@ def _observe(sched, ema):
     schedules.observe(kind, params, state, ema)
 
 
-@numba.njit(inline="always")
-def _no_weight(nit):
-    return 0.0
-
-
-@numba.njit(inline="always")
-def _polyak(nit):
-    # The average of x_0 ... x_{nit+1}: the new iterate weighs 1/(nit + 2).
-    return 1.0 / (nit + 2.0)
-
-
-def _ema(beta: float):
-    one_minus = 1.0 - beta
-
-    @numba.njit(inline="always")
-    def weight(nit):
-        return one_minus
-
-    return weight
-
-
 # The templates below are never called directly: rebind copies their code into
 # functions whose globals bind the objective and the optimizer's compiled pieces.
 def _draw_template(args, draw):
@@ -187,11 +168,12 @@ def _advance_template(x, g, s, hp, aux, h, lo, hi, avg, sched, ctr, ctl):
     # with the average, the projection.
     t = ctl[T] + 1
     nit = ctr[NIT]
+    weight = _weight(nit - ctr[ORIGIN], _BETA)  # noqa: F821
     if sched is not None:
         kind, params, state = sched
         hp[rules.LR] = schedules.evaluate(kind, params, state, t)
     _prepare(x, g.ravel(), s, hp, t, aux, h)  # noqa: F821
-    bad = _guarded(x, g.ravel(), s, h, avg, _weight(nit))  # noqa: F821
+    bad = _guarded(x, g.ravel(), s, h, avg, weight)  # noqa: F821
     ctl[T] = t
     if lo is not None:
         tracker.project(x, lo, hi)
@@ -203,7 +185,7 @@ def _advance_template(x, g, s, hp, aux, h, lo, hi, avg, sched, ctr, ctl):
 # Drivers, one per (objective, optimizer variant, run shape)
 # ---------------------------------------------------------------------------
 
-_SOURCES = source_digest(iteration, tracker, sampling, schedules, rules, cpu, length=16)
+_SOURCES = source_digest(iteration, tracker, averaging, sampling, schedules, rules, cpu, length=16)
 _DRIVERS: dict[tuple, Any] = {}
 
 
@@ -286,13 +268,13 @@ def driver(
     else:
         evaluate = rebind(_evaluate_split_template, f"evaluate_{name}", _fun=fun, _jac=jac)
     guarded = cpu.loop(rule, flags, parallel, shared, guarded=True)
-    weight = {None: _no_weight, "polyak": _polyak}.get(average) or _ema(average_beta)
     advance = rebind(
         _advance_template,
         f"advance_{name}",
         _prepare=_inline(cpu.prepare(rule, flags, parallel, shared)),
         _guarded=guarded if parallel else _inline(guarded),
-        _weight=weight,
+        _weight=WEIGHTS[average],
+        _BETA=average_beta,
     )
     draw = rebind(_draw_template, f"draw_{name}", _gather_all=_gather_all(sampled))
     inline = numba.njit(inline="always")

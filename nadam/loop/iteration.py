@@ -38,7 +38,7 @@ import numpy as np
 
 from .._specialise import rebind
 from .objective import OutputCheck
-from .state import NFEV, NIT, NJEV, RunState
+from .state import NFEV, NIT, NJEV, ORIGIN, RunState
 from .status import Status
 from .tracker import EMA, GNORM
 
@@ -150,7 +150,8 @@ class Parts:
         The stopping rules' bookkeeping and the projection onto the bounds
         (:mod:`nadam.loop.tracker`, or their device versions).
     weight : callable or None
-        ``weight(nit)``: how far the average moves towards iterate ``nit + 1``.
+        ``weight(s)``: how far the average moves towards the next iterate, ``s``
+        steps after it (re)started (:mod:`nadam.loop.averaging`).
     callback : callable or None
         ``callback(x, f, g, nit)``, run at every iteration but the first.
     pending : list
@@ -195,7 +196,7 @@ def python_loop(state: RunState, parts: Parts) -> Callable:
 
     def advance(x, g, s, hp, aux, h, lo, hi, avg, sched, ctr, ctl):
         nit = ctr[NIT]
-        bad = opt.advance(flat_of(g), avg, 0.0 if weight is None else weight(nit))
+        bad = opt.advance(flat_of(g), avg, 0.0 if weight is None else weight(nit - ctr[ORIGIN]))
         if lo is not None:
             project(x, lo, hi)
         ctr[NIT] = nit + 1

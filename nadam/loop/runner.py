@@ -106,6 +106,16 @@ class Preemption:
         self.pending.append(signum)
 
 
+class Windows(Protocol):
+    """What the runner asks of a run's windows (:class:`nadam.loop.stages.Stages`)."""
+
+    def steps_to_boundary(self, nit: int, steps: int | None) -> int: ...
+
+    def boundary(self) -> tuple | None: ...
+
+    def recover(self) -> bool: ...
+
+
 class Runner:
     """Runs one loop over one :class:`~nadam.loop.state.RunState` in chunks.
 
@@ -126,6 +136,11 @@ class Runner:
         Where and when to save the state.
     disp : bool
         Show a progress bar (tqdm) over ``maxiter`` iterations.
+    maxiter : int
+        The progress bar's total.
+    stages : Windows or None
+        The run's windows: the loop stops at their ends, where they may end the run,
+        and a divergence is theirs to recover from.
     """
 
     def __init__(
@@ -138,10 +153,11 @@ class Runner:
         checkpoint: Boundary | None = None,
         disp: bool = False,
         maxiter: int = 0,
+        stages: Windows | None = None,
     ):
         self.state, self.parts, self.loop, self.arguments = state, parts, loop, arguments
         self.kept_gradient = kept_gradient
-        self.checkpoint = checkpoint
+        self.checkpoint, self.stages = checkpoint, stages
         self._disp, self._maxiter = disp, maxiter
         self._bar = None
         self._chunk = 1
@@ -163,7 +179,7 @@ class Runner:
         exception in the objective or the callback saves the checkpoint at the
         last boundary, then propagates.
         """
-        s, ckpt, pending = self.state, self.checkpoint, self._pending
+        s, ckpt, stages, pending = self.state, self.checkpoint, self.stages, self._pending
         if self._disp and self._bar is None:
             from tqdm.auto import tqdm
 
@@ -180,10 +196,23 @@ class Runner:
         with Preemption(self._caught):
             try:
                 while True:
+                    if stages is not None and not self._ctl[RESUME]:
+                        outcome = stages.boundary()  # acts at the end of a window
+                        if outcome is not None:
+                            break
                     steps = None if end is None else end - s.nit
+                    if stages is not None:
+                        steps = stages.steps_to_boundary(s.nit, steps)
                     if ckpt is not None:
                         steps = ckpt.steps_to_boundary(s.nit, steps)
                     outcome = self._iterate(steps)
+                    if (
+                        outcome is not None
+                        and outcome[0] == Status.NONFINITE
+                        and stages is not None
+                        and stages.recover()
+                    ):
+                        outcome = None
                     if outcome is not None or pending:
                         break
                     if ckpt is not None and ckpt.due(s.nit):

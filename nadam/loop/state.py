@@ -20,11 +20,12 @@ from ..sampling import Minibatches
 from ..schedules import Schedule
 from .tracker import BEST_F, STATE_SLOTS, restore_threshold
 
-__all__ = ["COUNTERS", "NIT", "NFEV", "NJEV", "RunState"]
+__all__ = ["COUNTERS", "NIT", "NFEV", "NJEV", "ORIGIN", "RunState"]
 
-#: Slots of the int64 counter vector: steps taken, objective and gradient evaluations.
-NIT, NFEV, NJEV = range(3)
-COUNTERS = 3
+#: Slots of the int64 counter vector: steps taken, objective and gradient evaluations,
+#: and the step at which the average (option ``average``) last started again.
+NIT, NFEV, NJEV, ORIGIN = range(4)
+COUNTERS = 4
 
 
 def _host_copy(a: Any) -> np.ndarray:
@@ -109,6 +110,10 @@ class RunState:
         before the first): what a run that stops without evaluating reports.
     result : OptimizeResult or None
         The result, once the run has stopped: running it again returns it.
+    stages : numpy.ndarray or None
+        The state of the run's windows (:mod:`nadam.loop.stages`), when it has any.
+    stage_best : array or None
+        Their best candidate so far (with minibatches), x0's shape.
     """
 
     x: Any
@@ -123,6 +128,8 @@ class RunState:
     history: list | None = None
     last: tuple = (None, None)
     result: Any = None
+    stages: np.ndarray | None = None
+    stage_best: Any = None
 
     @property
     def nit(self) -> int:
@@ -149,7 +156,7 @@ class RunState:
         out: dict[str, Any] = {"nit": self.nit, "nfev": self.nfev, "njev": self.njev}
         for name, slot in STATE_SLOTS.items():
             value = float(self.tracker[slot])
-            out[name] = int(value) if name == "stall" else value
+            out[name] = int(value) if name in ("stall", "progress") else value
         out["x"] = _host_copy(self.x)
         sd = self.optimizer.state_dict()
         out["optimizer.rule"] = sd["rule"]
@@ -166,6 +173,11 @@ class RunState:
             out["best_x"], out["best_g"] = _host_copy(self.best_x), _host_copy(self.best_g)
         if self.average is not None:
             out["average"] = _host_copy(self.average)
+        if self.stages is not None:
+            out["stages"] = self.stages.copy()
+            out["stages.origin"] = int(self.counters[ORIGIN])
+        if self.stage_best is not None:
+            out["stage_best"] = _host_copy(self.stage_best)
         if self.history is not None:
             out["history"] = np.array(self.history, dtype=np.float64).reshape(-1, 3)
         return out
@@ -202,6 +214,7 @@ class RunState:
                 "nit <= njev + 1 and njev <= nfev"
             )
         stall = _int(state, "stall", 0)
+        progress = _int(state, "progress", 0, 1)
         best_f = _float(state, "best_f", "a number < inf, or inf", lambda v: not math.isnan(v))
         ema = _float(
             state,
@@ -226,6 +239,11 @@ class RunState:
             extra["schedule"] = _array(
                 state, "schedule.state", self.schedule.state.shape, np.float64, False
             )
+        if self.stages is not None:
+            extra["stages"] = self._checked_stages(state, nit)
+            extra["origin"] = _int(state, "stages.origin", 0, nit)
+        if self.stage_best is not None:
+            extra["stage_best"] = _array(state, "stage_best", shape, dtype)
         history = self._checked_history(state, nit)
         sampler = None
         if self.sampler is not None:
@@ -258,12 +276,19 @@ class RunState:
             _copy_into(self.best_g, extra["best_g"])
         if self.average is not None:
             _copy_into(self.average, extra["average"])
-        self.counters[:] = (nit, nfev, njev)
+        self.counters[:] = (nit, nfev, njev, extra.get("origin", 0))
+        if self.stages is not None:
+            self.stages[:] = extra["stages"]
+            if not math.isnan(self.stages[0]):  # the step size the stages set
+                self.optimizer.lr = float(self.stages[0])
+        if self.stage_best is not None:
+            _copy_into(self.stage_best, extra["stage_best"])
         for name, value in (
             ("ema", ema),
             ("ema_best", ema_best),
             ("best_f", best_f),
             ("stall", stall),
+            ("progress", progress),
         ):
             self.tracker[STATE_SLOTS[name]] = value
         restore_threshold(self.tracker)
@@ -271,6 +296,33 @@ class RunState:
             self.history[:] = map(tuple, history.tolist())
         self.last = (None, None)
         self.result = None
+
+    def _checked_stages(self, state: dict, nit: int) -> np.ndarray:
+        # nadam.loop.stages.SLOTS: step sizes NaN (not adapted) or finite > 0; the best
+        # score finite or inf; counts whole numbers, the window's start at most nit.
+        v = state["stages"]
+        if not (
+            isinstance(v, np.ndarray) and v.shape == self.stages.shape and v.dtype == np.float64
+        ):
+            raise _invalid("stages", v, f"float64 of shape {self.stages.shape}")
+        step, step0, best, start = v[:4]
+        counts = v[4:]
+        steps_ok = (math.isnan(step) and math.isnan(step0)) or (0 < step <= step0 < math.inf)
+        ok = (
+            steps_ok
+            and best > -math.inf
+            and 0 <= start <= nit
+            and float(start).is_integer()
+            and all(c >= 0 and float(c).is_integer() for c in counts)
+        )
+        if not ok:
+            raise _invalid(
+                "stages",
+                v,
+                "step sizes NaN or 0 < step <= initial step, a best score > -inf, a window start "
+                f"in [0, {nit}] and counts: whole numbers >= 0",
+            )
+        return v
 
     def _checked_history(self, state: dict, nit: int) -> np.ndarray | None:
         if self.history is None:

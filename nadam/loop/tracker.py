@@ -12,7 +12,9 @@ drift apart.  Slots:
 ``BEST_F``     lowest loss evaluated (``return_best``)
 ``STALL``      evaluations since the smoothed loss last improved
 ``GNORM``      gradient norm of the latest evaluation
-``BETA`` ...   the settings: smoothing, min_delta, gtol, patience, maxiter
+``PROGRESS``   1 once a loss has beaten ``BEST_F`` by more than ``FTOL`` (relative)
+               since the stages last cleared it (:mod:`nadam.loop.stages`), else 0
+``BETA`` ...   the settings: smoothing, min_delta, gtol, patience, maxiter, ftol
 =============  ===============================================================
 """
 
@@ -30,6 +32,7 @@ __all__ = [
     "EMA",
     "EMA_BEST",
     "GNORM",
+    "PROGRESS",
     "STALL",
     "STATE_SLOTS",
     "THRESHOLD",
@@ -42,25 +45,34 @@ __all__ = [
     "track",
 ]
 
-EMA, EMA_BEST, THRESHOLD, BEST_F, STALL, GNORM = range(6)  # state
-BETA, MIN_DELTA, GTOL, PATIENCE, MAXITER = range(6, 11)  # settings
-TRACKER_SIZE = 11
+EMA, EMA_BEST, THRESHOLD, BEST_F, STALL, GNORM, PROGRESS = range(7)  # state
+BETA, MIN_DELTA, GTOL, PATIENCE, MAXITER, FTOL = range(7, 13)  # settings
+TRACKER_SIZE = 13
 #: The slots that are the run's state (exported and restored); the rest are settings.
-STATE_SLOTS = {"ema": EMA, "ema_best": EMA_BEST, "best_f": BEST_F, "stall": STALL}
+STATE_SLOTS = {
+    "ema": EMA,
+    "ema_best": EMA_BEST,
+    "best_f": BEST_F,
+    "stall": STALL,
+    "progress": PROGRESS,
+}
 
 # Status codes as plain globals: numba freezes those, not a class's attributes.
 _GTOL_STOP, _MAXITER_STOP = Status.GTOL, Status.MAXITER
 _STALLED_STOP, _NONFINITE_STOP = Status.STALLED, Status.NONFINITE
 
 
-def new_tracker(smoothing: float, min_delta: float, gtol: float, patience, maxiter: int):
+def new_tracker(
+    smoothing: float, min_delta: float, gtol: float, patience, maxiter: int, ftol: float = 0.0
+):
     """A tracker at the start of a run, with these settings (``patience`` None: off)."""
     tr = np.empty(TRACKER_SIZE)
     tr[EMA], tr[EMA_BEST], tr[THRESHOLD], tr[BEST_F] = math.nan, math.inf, math.inf, math.inf
-    tr[STALL], tr[GNORM] = 0.0, math.nan
+    tr[STALL], tr[GNORM], tr[PROGRESS] = 0.0, math.nan, 0.0
     tr[BETA], tr[MIN_DELTA], tr[GTOL] = smoothing, min_delta, gtol
     tr[PATIENCE] = math.inf if patience is None else patience
     tr[MAXITER] = maxiter
+    tr[FTOL] = ftol
     return tr
 
 
@@ -128,7 +140,8 @@ def track(f, g, x, lo, hi, best_x, best_g, tr, nit):
     ``lo``, ``hi`` the bounds (None: unbounded).  Updates the tracker ``tr`` in
     place (gradient norm, smoothed loss, stall count) and, when ``best_x`` is not
     None and ``f`` is the lowest loss yet, copies ``x`` and ``g`` into the flat
-    ``best_x`` and ``best_g``.  A non-finite loss or gradient returns
+    ``best_x`` and ``best_g`` (and sets ``PROGRESS`` if it beat the previous lowest by
+    more than ``FTOL``, relative).  A non-finite loss or gradient returns
     ``Status.NONFINITE`` with nothing else updated.
     """
     if lo is None:
@@ -139,6 +152,9 @@ def track(f, g, x, lo, hi, best_x, best_g, tr, nit):
     if not (math.isfinite(f) and math.isfinite(gnorm)):
         return _NONFINITE_STOP
     if best_x is not None and f < tr[BEST_F]:
+        best = tr[BEST_F]
+        if best == math.inf or f < best - tr[FTOL] * abs(best):
+            tr[PROGRESS] = 1.0
         tr[BEST_F] = f
         best_x[:] = x
         i = 0

@@ -1,0 +1,307 @@
+r"""Windows of iterations: how a run without ``maxiter`` stops by itself, and how a run
+of Adam without ``lr`` finds its step size (``docs/tuning-free.md``).
+
+The run is cut into windows of :math:`W` iterations.  At the end of each, it asks
+whether the window made progress:
+
+* **full batch** (every evaluation exact): whether some evaluation in the window beat
+  the lowest loss so far by more than ``ftol``, relative: :math:`f_k < f^* -
+  \text{ftol}\,|f^*|` (the tracker's ``PROGRESS``, :mod:`nadam.loop.tracker`);
+* **minibatches**: whether the *candidate* (the stage's averaged iterate, or the
+  iterate itself without an average) beat the best candidate so far by more than
+  ``ftol``, relative, both scored by their loss on one fixed *evaluation set* of rows.
+  Scores on the same rows differ by the candidates only, not by sampling noise: the
+  comparison is paired.  The first ``grace`` windows of a stage are not judged (a
+  young average cannot beat an old one).
+
+After ``stalls`` windows in a row without progress the run has converged and stops.
+
+A run that finds its own step size (``adapt``: no ``lr``) also acts on each window
+without progress: it halves the step size (the rule's ``lr``) and sends the iterate
+back to the best point found (full batch: the lowest loss evaluated; minibatches: the
+best candidate), where a new *stage* starts, with a new average.  A non-finite loss,
+gradient or step is a divergence: back to the best point, the step size divided by
+10 and the moment estimates started afresh
+(:func:`nadam.optimizers.restart`).  A step size below
+:data:`FLOOR` times its initial value ends the run.
+
+Every decision is taken at an iteration boundary from values that every MPI rank has
+(the losses, summed over the ranks), so the ranks take the same decisions; the state
+(:data:`SLOTS` in ``RunState.stages``, the best candidate in ``RunState.stage_best``,
+the average's start in the counters) is saved by checkpoints, and a resumed run takes
+the same decisions at the same iterations.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..optimizers import restart
+from .state import NFEV, NJEV, ORIGIN, RunState
+from .status import Status
+from .tracker import BEST_F, PROGRESS
+
+__all__ = [
+    "BLOWUP",
+    "CUT",
+    "FLOOR",
+    "SLOTS",
+    "Plan",
+    "Stages",
+    "copy_array",
+    "epoch_window",
+    "new_stages",
+    "scorer",
+]
+
+#: Slots of the float64 vector ``RunState.stages``: the step size in force (NaN when
+#: the run does not adapt it) and its initial value; the best candidate's score
+#: (minibatches); the iteration at which the window started; windows in a row without
+#: progress; windows of this stage so far; divergences so far.
+STEP, STEP0, BEST, START, STALLS, WINDOWS, DIVERGED = range(7)
+SLOTS = 7
+
+#: Full batch: iterations per window, the relative progress a window must make, and
+#: the windows without it that end the run.
+FULL_WINDOW, FULL_FTOL, FULL_STALLS = 50, 1e-10, 5
+#: Minibatches: a window is whole epochs, at least MIN_WINDOW and at most MAX_WINDOW
+#: steps; the relative progress; the windows without it; the stage's first windows
+#: not judged.
+MIN_WINDOW, MAX_WINDOW, NOISY_FTOL, NOISY_STALLS, GRACE = 100, 2000, 1e-6, 3, 1
+#: What a window without progress multiplies the step size by; what a divergence
+#: multiplies it by; the fraction of the initial step size below which the run ends.
+CUT, BLOWUP, FLOOR = 0.5, 0.1, 1e-12
+
+
+def epoch_window(rows: int, batch_size: int) -> int:
+    """Iterations per window with minibatches: the fewest whole epochs of ``rows`` rows
+    in batches of ``batch_size`` that make at least :data:`MIN_WINDOW` steps (an epoch's
+    batches cover every row once), or :data:`MAX_WINDOW` steps when an epoch is longer."""
+    epoch = rows / batch_size
+    if epoch > MAX_WINDOW:
+        return MAX_WINDOW
+    return math.ceil(math.ceil(MIN_WINDOW / epoch) * epoch)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a run uses its windows.
+
+    Attributes
+    ----------
+    adapt : bool
+        Cut the step size on a window without progress, and recover from divergences.
+    noisy : bool
+        Minibatches: judge candidates on the evaluation set.
+    window : int
+        Iterations per window.
+    ftol : float
+        The relative progress a window must make.
+    stalls : int
+        Windows in a row without progress after which the run stops.
+    grace : int
+        Windows of a stage that are not judged (minibatches).
+    """
+
+    adapt: bool
+    noisy: bool
+    window: int
+    ftol: float
+    stalls: int
+    grace: int
+
+    @classmethod
+    def of(
+        cls,
+        adapt: bool,
+        noisy: bool,
+        rows: int | None = None,
+        batch_size: int | None = None,
+        window: int | None = None,
+        ftol: float | None = None,
+    ) -> Plan:
+        """The plan of a run: the options ``window`` and ``ftol`` where given, else the
+        defaults of a full batch or of minibatches (``rows`` in batches of ``batch_size``)."""
+        if noisy:
+            default = epoch_window(rows, batch_size) if window is None else window
+            return cls(
+                adapt, True, default, NOISY_FTOL if ftol is None else ftol, NOISY_STALLS, GRACE
+            )
+        return cls(
+            adapt,
+            False,
+            FULL_WINDOW if window is None else window,
+            FULL_FTOL if ftol is None else ftol,
+            FULL_STALLS,
+            0,
+        )
+
+    def describe(self, evaluation_rows: int | None) -> str:
+        """What a run that stopped on this plan's stall rule did, for its message."""
+        if self.noisy:
+            what = f"the averaged iterate's loss on {evaluation_rows} fixed rows"
+        else:
+            what = "the lowest loss"
+        text = (
+            f"{what} improved by less than ftol ({self.ftol:g}, relative) in {self.stalls} "
+            f"windows of {self.window} iterations in a row"
+        )
+        return text + (", the step size halved after each" if self.adapt else "")
+
+
+def new_stages(lr: float | None) -> np.ndarray:
+    """The stages' state at the start of a run whose step size starts at ``lr`` (None: a
+    run that does not adapt it)."""
+    v = np.zeros(SLOTS)
+    v[STEP] = v[STEP0] = math.nan if lr is None else lr
+    v[BEST] = math.inf
+    return v
+
+
+def copy_array(dst: Any, src: Any) -> None:
+    """Copy the elements of ``src`` into ``dst`` (same size, any shapes, flat order): host
+    arrays, or device arrays on either side."""
+    dst, src = dst.reshape(dst.size), src.reshape(src.size)
+    if isinstance(dst, np.ndarray) and isinstance(src, np.ndarray):
+        dst[...] = src
+    else:
+        dst.copy_to_device(src)
+
+
+def _improved(new: float, old: float, ftol: float) -> bool:
+    # Relative progress; from an infinite old value (nothing yet), any finite value is.
+    if not math.isfinite(old):
+        return new < old
+    return new < old - ftol * abs(old)
+
+
+class Stages:
+    """The windows of one run (see the module docstring).
+
+    Parameters
+    ----------
+    plan : Plan
+        What the windows do.
+    state : RunState
+        The run's state, with ``stages`` (and with minibatches ``stage_best``) set.
+    score : callable or None
+        ``score(candidate) -> float``: a candidate's loss on the evaluation set
+        (minibatches; it counts its evaluations).
+    origin : array or None
+        Where the run started (adapt mode: where it goes back to before it has a best point).
+    evaluation_rows : int or None
+        Rows in the evaluation set (for the message).
+    """
+
+    def __init__(
+        self,
+        plan: Plan,
+        state: RunState,
+        score: Callable[[Any], float] | None = None,
+        origin: Any = None,
+        evaluation_rows: int | None = None,
+    ):
+        self.plan, self.state = plan, state
+        self._score, self._origin, self._rows = score, origin, evaluation_rows
+
+    def steps_to_boundary(self, nit: int, steps: int | None) -> int:
+        """Steps to the end of the window, or ``steps`` if fewer."""
+        left = int(self.state.stages[START]) + self.plan.window - nit
+        return left if steps is None else min(left, steps)
+
+    def boundary(self) -> tuple | None:
+        """At the end of a window, judge it and act; the outcome ``(status, f, g, what)``
+        of a run that has converged, else None.  Does nothing elsewhere."""
+        s, v, plan = self.state, self.state.stages, self.plan
+        nit = s.nit
+        if nit - v[START] < plan.window:
+            return None
+        v[START] = nit
+        v[WINDOWS] += 1
+        if plan.noisy:
+            if v[WINDOWS] <= plan.grace:
+                return None
+            candidate = s.x if s.average is None else s.average
+            score = self._score(candidate)
+            progress = _improved(score, v[BEST], plan.ftol)
+            if score < v[BEST]:
+                v[BEST] = score
+                copy_array(s.stage_best, candidate)
+        else:
+            progress = s.tracker[PROGRESS] != 0.0
+            s.tracker[PROGRESS] = 0.0
+        if progress:
+            v[STALLS] = 0
+            return None
+        v[STALLS] += 1
+        if v[STALLS] >= plan.stalls:
+            return self._converged(plan.describe(self._rows))
+        if plan.adapt:
+            self._set_step(v[STEP] * CUT)
+            if v[STEP] < FLOOR * v[STEP0]:
+                return self._converged(f"the step size fell below {FLOOR:g} of its initial value")
+            self._restart_stage()
+        return None
+
+    def recover(self) -> bool:
+        """After a non-finite loss, gradient or step: go back to the best point with a
+        step size 10 times smaller and the moment estimates started afresh, and return
+        True; False (nothing done) if the run does not adapt, or the step size would
+        fall below :data:`FLOOR` of its initial value."""
+        v = self.state.stages
+        if not self.plan.adapt or v[STEP] * BLOWUP < FLOOR * v[STEP0]:
+            return False
+        v[DIVERGED] += 1
+        self._set_step(v[STEP] * BLOWUP)
+        restart(self.state.optimizer)
+        self._restart_stage()
+        v[START] = self.state.nit
+        return True
+
+    @property
+    def best(self) -> Any:
+        """The best candidate (minibatches), or None before the first was scored."""
+        s = self.state
+        return s.stage_best if self.plan.noisy and s.stages[BEST] < math.inf else None
+
+    def _set_step(self, lr: float) -> None:
+        self.state.stages[STEP] = lr
+        self.state.optimizer.lr = lr
+
+    def _restart_stage(self) -> None:
+        # Back to the best point; a new stage (and average) starts there.
+        s, v = self.state, self.state.stages
+        if self.plan.noisy:
+            best = s.stage_best if v[BEST] < math.inf else self._origin
+        else:
+            best = s.best_x if s.tracker[BEST_F] < math.inf else self._origin
+        copy_array(s.x, best)
+        if s.average is not None:
+            copy_array(s.average, s.x)
+        s.counters[ORIGIN] = s.nit
+        v[WINDOWS] = 0
+
+    def _converged(self, what: str) -> tuple:
+        s = self.state
+        f, g = s.last
+        return (Status.CONVERGED, f, g, what)
+
+
+def scorer(
+    evaluate: Callable, check: Callable, view_of: Callable, rows: tuple, fev: int, state: RunState
+) -> Callable[[Any], float]:
+    """``score(candidate) -> float``: the loss of ``candidate`` on the evaluation arguments
+    ``rows`` (inf when not finite), its evaluations counted in ``state``."""
+
+    def score(candidate: Any) -> float:
+        f, _ = check(evaluate(view_of(candidate), *rows), state.nit)
+        state.counters[NFEV] += fev
+        state.counters[NJEV] += 1
+        return f if math.isfinite(f) else math.inf
+
+    return score

@@ -1,0 +1,450 @@
+"""``minimize`` without ``lr`` and without ``maxiter`` (docs/tuning-free.md).
+
+The whole run is compared with an independent reference written from the docs
+(``tests/naive_tuning.py``); each mechanism (the window's length, the per-evaluation
+relative progress, the stall count, the cut and the return to the best point, the
+divergence restart, the minibatch candidate and its evaluation rows, the polynomial
+average) is then pinned on its own, by a test that an off-by-one fails.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+from naive import NaiveOptimizer
+from naive_tuning import run as naive_run
+
+import nadam
+from nadam.loop import stages
+from nadam.loop.averaging import WEIGHTS
+from nadam.optimizers import restart
+
+# ---------------------------------------------------------------------------------
+# Problems
+# ---------------------------------------------------------------------------------
+
+
+def scaled_least_squares(n=300, seed=0):
+    """Least squares with columns of scales 1e-2 .. 1e2 and an intercept far from 0."""
+    rng = np.random.default_rng(seed)
+    A = rng.normal(size=(n, 4)) * np.array([1.0, 100.0, 0.01, 3.0])
+    b = A @ np.array([0.5, -0.02, 40.0, 1.0]) + 0.1 * rng.normal(size=n)
+
+    def fun(x, A, b):
+        r = A @ x - b
+        return r @ r / len(b), 2 * A.T @ r / len(b)
+
+    return fun, (A, b), np.linalg.lstsq(A, b, rcond=None)[0]
+
+
+def logistic(n=2000, d=5, seed=1):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d)) * np.geomspace(0.5, 20, d)
+    y = (rng.random(n) < 1 / (1 + np.exp(-X @ (rng.normal(size=d) / 5)))).astype(float)
+
+    def fun(w, X, y):
+        z = X @ w
+        return np.mean(np.logaddexp(0.0, z) - y * z), X.T @ (1 / (1 + np.exp(-z)) - y) / len(y)
+
+    return fun, (X, y)
+
+
+def minimize(fun, x0, **options):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return nadam.minimize(fun, np.asarray(x0, float), jac=True, **options)
+
+
+# ---------------------------------------------------------------------------------
+# The whole run against the reference
+# ---------------------------------------------------------------------------------
+
+
+def test_full_batch_run_matches_the_reference():
+    fun, args, exact = scaled_least_squares()
+    res = minimize(fun, np.zeros(4), args=args)
+    x, info = naive_run(fun, np.zeros(4), args)
+    assert (res.nit, res.nfev, res.status) == (info["nit"], info["nfev"], info["status"])
+    np.testing.assert_allclose(res.x, x, rtol=1e-10)
+    assert res.status == 6 and res.success
+    assert info["cuts"] >= 4  # the step size was cut, not only judged
+    # and it is the answer: the least-squares solution, to the loss's precision
+    assert fun(res.x, *args)[0] <= fun(exact, *args)[0] * (1 + 1e-9)
+
+
+def test_minibatch_run_matches_the_reference():
+    fun, args = logistic()
+    res = minimize(fun, np.zeros(5), args=args, options={"batch_size": 64, "seed": 3})
+    x, info = naive_run(fun, np.zeros(5), args, batch_size=64, seed=3)
+    # nadam evaluates its answer on all rows once more at the end: one call more
+    assert (res.nit, res.nfev, res.status) == (info["nit"], info["nfev"] + 1, info["status"])
+    np.testing.assert_allclose(res.x, x, rtol=1e-9)
+    assert res.fun == pytest.approx(fun(x, *args)[0], rel=1e-12)
+    assert res.status == 6
+
+
+def test_explicit_lr_without_maxiter_matches_the_reference():
+    # lr given: Adam's steps, no cuts, the windows only stop the run at the best iterate
+    fun, args, _ = scaled_least_squares()
+    res = minimize(fun, np.zeros(4), args=args, options={"lr": 0.5})
+    assert res.status == 6 and res.nit % stages.FULL_WINDOW == 0
+    x, best = np.zeros(4), (math.inf, None)
+    opt = nadam.Adam(x, lr=0.5)
+    for _ in range(res.nit):
+        f, g = fun(x, *args)
+        if f < best[0]:
+            best = (f, x.copy())
+        opt.step(g)
+    assert np.array_equal(res.x, best[1]) and res.fun == best[0]
+
+
+def test_explicit_lr_and_maxiter_is_torch_adam_exactly():
+    # lr and maxiter given: no windows, every step Adam's (the naive torch reference)
+    fun, args, _ = scaled_least_squares()
+    res = minimize(fun, np.zeros(4), args=args, options={"lr": 0.05, "maxiter": 300})
+    ref = NaiveOptimizer("adam", np.zeros(4), lr=0.05)
+    for _ in range(300):
+        ref.step(fun(ref.p, *args)[1])
+    assert res.nit == 300 and res.status == 1 and res.maxiter == 300
+    np.testing.assert_allclose(res.x, ref.p, rtol=1e-10)
+
+
+# ---------------------------------------------------------------------------------
+# Each mechanism
+# ---------------------------------------------------------------------------------
+
+
+def constant(value=1.0):
+    """A loss that never improves: every window after the first is a stall.  (Its
+    gradient is tiny but not 0: a zero gradient is a stationary point, gtol = 0 stops.)"""
+
+    def fun(x):
+        return value, np.full_like(x, 1e-20)
+
+    return fun
+
+
+def test_a_flat_loss_stops_after_the_first_window_and_five_stalls():
+    run = nadam.Minimizer(constant(), np.ones(3), jac=True)
+    res = run.run()
+    # window 1 makes progress (the first loss), windows 2..6 do not: 6 windows of 50
+    assert (res.status, res.nit, res.nfev) == (6, 6 * 50, 6 * 50)
+    assert "5 windows of 50 iterations" in res.message
+    # four cuts (the fifth stall stops instead): 0.1 / 2**4
+    assert run.state.optimizer.lr == 0.1 / 16
+    assert res.maxiter == 100_000
+
+
+def test_window_and_ftol_options():
+    res = minimize(constant(), np.ones(3), options={"window": 7})
+    assert res.nit == 6 * 7
+    fun = scripted(ratio=1 - 1e-6)  # every evaluation improves by 1e-6, relative
+    assert minimize(fun, np.ones(2), options={"ftol": 1e-7, "maxiter": 500}).status == 1
+    assert minimize(scripted(ratio=1 - 1e-6), np.ones(2), options={"ftol": 1e-5}).nit == 300
+
+
+def scripted(ratio, start=1e6):
+    """A loss that falls by ``ratio`` at every evaluation, whatever x (zero gradient)."""
+    calls = [0]
+
+    def fun(x):
+        calls[0] += 1
+        return start * ratio ** calls[0], np.full_like(x, 1e-20)
+
+    return fun
+
+
+@pytest.mark.parametrize(
+    ("ratio", "status", "nit"),
+    [
+        # 2e-10 per evaluation beats ftol = 1e-10 every time: never a stall
+        (1 - 2e-10, 1, 1000),
+        # 0.5e-10 per evaluation never does, though 50 of them make 2.5e-9 a window:
+        # progress is per evaluation, relative to the lowest loss at the time
+        (1 - 0.5e-10, 6, 300),
+    ],
+)
+def test_progress_is_relative_and_per_evaluation(ratio, status, nit):
+    # f of the order of 1e6: an absolute 1e-10 would be beaten by any of these
+    res = minimize(scripted(ratio), np.ones(2), options={"maxiter": 1000})
+    assert (res.status, res.nit) == (status, nit)
+
+
+def test_a_cut_returns_to_the_lowest_loss_and_halves_the_step():
+    # A loss that is lowest at the first iterate and higher at every other: after the
+    # first stall (window 2), x is back at x0 and the step size is 0.05.
+    def fun(x):
+        return float(np.sum((x - 1.0) ** 2)) + (0.0 if np.all(x == 0) else 1.0), -np.ones_like(x)
+
+    run = nadam.Minimizer(fun, np.zeros(2), jac=True)
+    assert run.run(100) is None  # two windows: the first made progress, the second not
+    assert run.run(1) is None  # the boundary at 100 was judged before this step
+    assert run.state.optimizer.lr == 0.05
+    # the step from x0 with the new step size (and Adam's moments kept)
+    assert np.all(run.state.x > 0) and np.all(run.state.x < 1e-3)
+    res = run.run()
+    assert res.status == 6 and np.array_equal(res.x, np.zeros(2)) and res.fun == 2.0
+
+
+def test_a_divergence_restarts_from_the_best_point_with_a_tenth_of_the_step():
+    # The loss is NaN beyond x = 2.1 and least at 2: the distance-scaled steps grow until
+    # one overshoots into the NaN region; the run goes back and converges.
+    seen = []
+
+    def fun(x):
+        seen.append(float(x[0]))
+        if x[0] > 2.1:
+            return math.nan, np.full_like(x, math.nan)
+        return (x[0] - 2.0) ** 2, 2 * (x - 2.0)
+
+    run = nadam.Minimizer(fun, np.zeros(1), jac=True)
+    res = run.run()
+    first = next(k for k, v in enumerate(seen) if v > 2.1)
+    # the evaluation after the NaN is at the best point before it, with the moments reset
+    best = min(seen[:first], key=lambda v: (v - 2.0) ** 2)
+    assert seen[first + 1] == best
+    assert run.state.stages[stages.DIVERGED] == 1
+    assert run.state.stages[stages.STEP] <= 0.1 * 0.1  # divided by 10 (and maybe cut)
+    assert res.success and res.x[0] == pytest.approx(2.0, abs=1e-6)
+
+
+def test_a_nan_at_the_boundary_of_the_domain_gives_up_at_the_best_point():
+    # Least at 10, NaN beyond 3: every approach to 3 overshoots, until the step size has
+    # been divided below 1e-12 of its start; the answer is the best point, at 3.
+    def fun(x):
+        if x[0] > 3.0:
+            return math.nan, np.full_like(x, math.nan)
+        return (x[0] - 10.0) ** 2 / 100, (x - 10.0) / 50
+
+    res = minimize(fun, np.zeros(1))
+    assert res.status == 3 and not res.success
+    assert 3.0 - 1e-6 < res.x[0] <= 3.0 and res.fun == fun(res.x)[0]
+
+
+def test_with_an_explicit_lr_a_nan_stops_the_run():
+    def fun(x):
+        return (math.nan, np.zeros_like(x)) if np.any(x != 0) else (1.0, np.ones_like(x))
+
+    res = minimize(fun, np.zeros(2), options={"lr": 0.1})
+    assert res.status == 3 and res.nfev == 2
+
+
+def test_the_minibatch_window_is_whole_epochs():
+    assert stages.epoch_window(1000, 64) == 110  # 7 epochs of 15.6 steps: >= 100 steps
+    assert stages.epoch_window(1000, 10) == 100  # one epoch of 100 steps
+    assert stages.epoch_window(1001, 10) == 101  # one epoch of 100.1 steps, rounded up
+    assert stages.epoch_window(10_000, 1) == 2000  # an epoch longer than 2000 steps
+    assert stages.epoch_window(2000, 1) == 2000
+
+
+def test_the_evaluation_rows_are_fixed_by_the_seed_and_cover_all_rows_when_few():
+    X = np.arange(1000.0)
+    mb = nadam.sampling.Minibatches((X, "tag"), 10, seed=4)
+    a, tag = mb.subset(100)
+    assert tag == "tag" and a.shape == (100,) and len(set(a)) == 100
+    assert np.all(np.diff(a) > 0)  # in order
+    mb.next()
+    assert np.array_equal(mb.subset(100)[0], a)  # not the stream's: the same after draws
+    other = nadam.sampling.Minibatches((X, "tag"), 10, seed=5).subset(100)[0]
+    assert not np.array_equal(other, a)
+    assert mb.subset(1000)[0] is X
+
+
+def test_the_candidate_is_the_polynomial_average_and_the_first_window_is_not_judged():
+    fun, args = logistic(n=400)
+    calls = []
+
+    def counted(w, X, y):
+        calls.append(len(y))
+        return fun(w, X, y)
+
+    run = nadam.Minimizer(counted, np.zeros(5), args=args, jac=True, options={"batch_size": 40})
+    W = stages.epoch_window(400, 40)
+    assert W == 100
+    run.run(W)
+    run.run(1)  # the first window's end: not judged (grace), no evaluation of all rows
+    assert calls.count(400) == 0 and run.state.stages[stages.WINDOWS] == 1
+    run.run(W)
+    run.run(1)
+    assert calls.count(400) == 1  # the second: the average scored on all 400 rows
+    assert run.state.stages[stages.BEST] < math.inf
+
+
+def test_polynomial_average_weights():
+    weight = WEIGHTS["poly"].py_func
+    # x_bar_s = x_bar_{s-1} + (gamma + 1) / (s + gamma) (x_s - x_bar_{s-1}), gamma = 3
+    assert [weight(s, 0.0) for s in range(4)] == [1.0, 4 / 5, 4 / 6, 4 / 7]
+    # the weights of x_1..x_n in the average grow as s**3 (Shamir & Zhang's decay)
+    xs = np.eye(6)
+    avg = np.zeros(6)
+    for s, x in enumerate(xs):
+        avg += weight(s, 0.0) * (x - avg)
+    ks = np.arange(1, 7)
+    expected = ks * (ks + 1) * (ks + 2)  # (s)(s+1)(s+2) ~ s**3, normalised
+    np.testing.assert_allclose(avg, expected / expected.sum(), rtol=1e-14)
+    assert WEIGHTS["polyak"].py_func(3, 0.0) == 1 / 5
+    assert WEIGHTS["ema"].py_func(3, 0.9) == pytest.approx(0.1)
+
+
+def test_restart_forgets_the_moments_and_keeps_the_distance():
+    x = np.array([1.0, -2.0])
+    opt = nadam.AdamDistance(x, r_eps=0.1)
+    for _ in range(5):
+        opt.step(np.array([1.0, -1.0]))
+    distance, origin = opt.state["distance"].copy(), opt.state["origin"].copy()
+    restart(opt)
+    assert np.all(opt.state["exp_avg"] == 0) and np.all(opt.state["exp_avg_sq"] == 0)
+    assert np.array_equal(opt.state["distance"], distance)
+    assert np.array_equal(opt.state["origin"], origin)
+    # the next step is a first step again (bias corrections from k = 1)
+    before = x.copy()
+    opt.step(np.array([1.0, -1.0]))
+    r = np.maximum(distance, 0.1 * (1 + np.abs(origin)))
+    np.testing.assert_allclose(x, before - 0.1 * r * np.array([1.0, -1.0]), rtol=1e-7)
+    with pytest.raises(TypeError, match="no restart"):
+        restart(nadam.Adam(np.zeros(2)))
+
+
+def test_the_defaults_fit_the_issue_s_damped_sinusoid_as_curve_fit_does():
+    from scipy.optimize import curve_fit
+
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 10, 200)
+    y = 2.5 * np.exp(-0.3 * t) * np.sin(1.7 * t + 0.4) + 0.1 * rng.normal(size=t.size)
+
+    def model(t, a, k, w, phi):
+        return a * np.exp(-k * t) * np.sin(w * t + phi)
+
+    def mse(p, t, y):
+        a, k, w, phi = p
+        e, s, c = np.exp(-k * t), np.sin(w * t + phi), np.cos(w * t + phi)
+        r = a * e * s - y
+        grad = np.array([e * s, -a * t * e * s, a * e * c * t, a * e * c]) @ r
+        return r @ r / t.size, 2 * grad / t.size
+
+    p0 = [1.0, 0.1, 1.5, 0.0]
+    res = minimize(mse, p0, args=(t, y))
+    ref = curve_fit(model, t, y, p0=p0)[0]
+    best = mse(ref, t, y)[0]
+    assert res.success and res.fun <= best * (1 + 1e-8)
+    np.testing.assert_allclose(res.x, ref, rtol=1e-4)
+
+
+def test_bad_window_and_ftol_are_refused():
+    with pytest.raises(ValueError, match="option window"):
+        minimize(constant(), np.ones(2), options={"window": 0})
+    with pytest.raises(ValueError, match="option ftol"):
+        minimize(constant(), np.ones(2), options={"ftol": -1.0})
+    with pytest.raises(TypeError, match="option window"):
+        minimize(constant(), np.ones(2), options={"window": 2.5})
+
+
+# ---------------------------------------------------------------------------------
+# Checkpoints and the compiled loop: the same decisions, bit for bit
+# ---------------------------------------------------------------------------------
+
+
+def same(a, b):
+    assert np.array_equal(a.x, b.x) and a.fun == b.fun and np.array_equal(a.jac, b.jac)
+    assert (a.nit, a.nfev, a.status, a.message) == (b.nit, b.nfev, b.status, b.message)
+
+
+def nan_beyond(limit=2.1):
+    def fun(x):
+        if x[0] > limit:
+            return math.nan, np.full_like(x, math.nan)
+        return (x[0] - 2.0) ** 2 + x[1] ** 2, np.array([2 * (x[0] - 2.0), 2 * x[1]])
+
+    return fun
+
+
+@pytest.mark.parametrize("stop", [37, 100, 101, 333])
+@pytest.mark.parametrize("case", ["full batch", "minibatch", "divergence"])
+def test_a_run_saved_anywhere_resumes_bit_for_bit(case, stop):
+    # 100: exactly at a window's end, before it is judged; 333: after cuts (and, for the
+    # divergence, after the restart)
+    if case == "divergence":
+        fun, args, options, x0 = nan_beyond(), (), {}, np.array([0.0, 1.0])
+    else:
+        fun, args = logistic(n=500)
+        options, x0 = ({"batch_size": 25, "seed": 1} if case == "minibatch" else {}), np.zeros(5)
+    kw = dict(args=args, jac=True, options=options)
+    whole = nadam.Minimizer(fun, x0, **kw).run()
+    first = nadam.Minimizer(fun, x0, **kw)
+    assert first.run(stop) is None
+    second = nadam.Minimizer(fun, x0, **kw)
+    second.load_state_dict(first.state_dict())
+    same(second.run(), whole)
+    if case == "divergence":
+        assert second.state.stages[stages.DIVERGED] == 1
+
+
+def test_a_checkpoint_file_resumes_bit_for_bit(tmp_path):
+    fun, args = logistic(n=500)
+    path = str(tmp_path / "run.npz")
+    options = {"batch_size": 25, "seed": 1}
+    whole = minimize(fun, np.zeros(5), args=args, options=options)
+    first = nadam.Minimizer(
+        fun, np.zeros(5), args=args, jac=True, options={**options, "checkpoint": path}
+    )
+    assert first.run(263) is None
+    first._runner.checkpoint.write(first.state)
+    resumed = minimize(
+        fun, np.zeros(5), args=args, options={**options, "checkpoint": path, "resume": True}
+    )
+    same(resumed, whole)
+
+
+def test_a_state_with_bad_stages_is_refused_and_changes_nothing():
+    fun, args = logistic(n=500)
+    run = nadam.Minimizer(fun, np.zeros(5), args=args, jac=True)
+    run.run(120)
+    state = run.state_dict()
+    fresh = nadam.Minimizer(fun, np.zeros(5), args=args, jac=True)
+    before = fresh.state_dict()
+    for slot, value in ((stages.STEP, 1.0), (stages.START, 121.0), (stages.STALLS, 0.5)):
+        bad = {**state, "stages": state["stages"].copy()}
+        bad["stages"][slot] = value
+        with pytest.raises(ValueError, match="Invalid stages"):
+            fresh.load_state_dict(bad)
+    after = fresh.state_dict()
+    for key, value in before.items():
+        nan = isinstance(value, float) or (
+            isinstance(value, np.ndarray) and value.dtype.kind == "f"
+        )
+        assert np.array_equal(value, after[key], equal_nan=nan), key
+
+
+numba = pytest.importorskip("numba")
+
+
+@numba.njit
+def _logistic_nb(w, X, y):
+    z = X @ w
+    p = 1.0 / (1.0 + np.exp(-z))
+    return np.mean(np.logaddexp(0.0, z) - y * z), X.T @ (p - y) / len(y)
+
+
+@numba.njit
+def _nan_beyond_nb(x):
+    if x[0] > 2.1:
+        return math.nan, np.full_like(x, math.nan)
+    return (x[0] - 2.0) ** 2 + x[1] ** 2, np.array([2 * (x[0] - 2.0), 2 * x[1]])
+
+
+@pytest.mark.parametrize("case", ["full batch", "minibatch", "divergence"])
+def test_the_compiled_loop_takes_the_same_decisions(case):
+    if case == "divergence":
+        fun, args, options, x0 = _nan_beyond_nb, (), {}, np.array([0.0, 1.0])
+    else:
+        fun, args = _logistic_nb, logistic(n=500)[1]
+        options, x0 = ({"batch_size": 25, "seed": 1} if case == "minibatch" else {}), np.zeros(5)
+    runs = [
+        nadam.Minimizer(fun, x0, args=args, jac=True, options={**options, "compiled": c})
+        for c in (True, False)
+    ]
+    assert runs[0].compiled and not runs[1].compiled
+    same(*(r.run() for r in runs))
