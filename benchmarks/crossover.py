@@ -11,7 +11,7 @@ cheap rules, which cross late, against the expensive ones, which cross early) --
 the value to put in ``nadam.kernels.cpu.PARALLEL_THRESHOLD`` -- and the same for
 ``FINITE_PARALLEL_THRESHOLD``.
 
-The crossover is where the threads' start-up (a few µs with numba's OpenMP layer)
+The crossover is where the threads' start-up (a few µs with numba's TBB layer)
 equals half the serial time, so it moves with the rule's cost per element: from a
 few thousand elements for the divide/sqrt-bound float64 rules to a few tens of
 thousands for float32 SGD.  Measure on a quiet machine: a core busy with another
@@ -33,6 +33,7 @@ from common import CASES, interleave, machine, make_arrays, sizes  # noqa: E402
 
 from nadam.kernels import cpu  # noqa: E402
 from nadam.rules import get_rule  # noqa: E402
+from nadam.threads import load_tbb  # noqa: E402
 
 
 def grid(lo: int, hi: int) -> list[int]:
@@ -72,15 +73,15 @@ def _ratio(serial, parallel, args, rounds) -> float:
 
 def kernel_curve(case, dtype, ns, rounds):
     rule = get_rule(case.rule)
-    ks, kp = cpu.kernel(rule, case.opts, False), cpu.kernel(rule, case.opts, True)
-    return [_ratio(ks, kp, make_arrays(case, n, dtype), rounds) for n in ns]
+    ks, kp = cpu.kernel(rule, case.flags, False, "raw"), cpu.kernel(rule, case.flags, True, "raw")
+    return [_ratio(ks, kp, make_arrays(case, n, dtype)[:4], rounds) for n in ns]
 
 
 def finite_curve(dtype, ns, rounds):
     rng = np.random.default_rng(0)
     return [
         _ratio(
-            cpu._all_finite_serial,
+            cpu.all_finite_serial,
             cpu._all_finite_parallel,
             (rng.standard_normal(n).astype(dtype),),
             rounds,
@@ -97,6 +98,7 @@ def main(argv=None) -> int:
     ap.add_argument("--lo", default="1e3")
     ap.add_argument("--hi", default="1e6")
     a = ap.parse_args(argv)
+    load_tbb()  # the threading layer of nadam's kernels (nadam.threads)
     if numba.get_num_threads() < 2:
         print("numba runs one thread here: nothing to measure")
         return 0

@@ -59,8 +59,9 @@ from common import (  # noqa: E402
 
 import nadam  # noqa: E402
 from nadam import bench  # noqa: E402
-from nadam.kernels import cpu  # noqa: E402
+from nadam.kernels import cpu
 from nadam.rules import get_rule  # noqa: E402
+from nadam.threads import get_threads  # noqa: E402
 
 ADAM_SIZES = (100, 1_000, 10_000, 100_000, 1_000_000, 10_000_000, 30_000_000)
 OTHER_SIZES = (1_000, 100_000, 10_000_000)
@@ -142,8 +143,8 @@ def _entry_points(dtype, n: int, peers: bool) -> dict:
     x1, x2, x3 = p.copy(), p.copy(), p.copy()
     o1 = nadam.Adam(x1)
     o2 = nadam.Adam(x2, nonfinite="ignore")
-    stepper = cpu.stepper(rule, (False,), cpu.choose_parallel(n))
-    kernel = cpu.kernel(rule, (False,), cpu.choose_parallel(n))
+    stepper = cpu.stepper(rule, (False,), cpu.choose_parallel(n, get_threads()))
+    kernel = cpu.kernel(rule, (False,), cpu.choose_parallel(n, get_threads()))
     hp = np.zeros(rule.n_hyper)
     rule.pack(rule.defaults, hp)
     aux = np.zeros(0)

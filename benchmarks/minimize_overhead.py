@@ -27,6 +27,7 @@ import nadam
 from nadam import rules
 from nadam.kernels import cpu
 from nadam.sampling import Minibatches
+from nadam.threads import get_threads
 
 
 def main() -> None:
@@ -45,7 +46,7 @@ def main() -> None:
     rule = rules.ADAM
     hp = np.zeros(rule.n_hyper)
     rule.pack(rule.defaults, hp)
-    stepper = cpu.stepper(rule, rule.options(rule.defaults), cpu.choose_parallel(n))
+    stepper = cpu.stepper(rule, rule.options(rule.defaults), cpu.choose_parallel(n, get_threads()))
 
     def fresh():
         # x, the rule's state, aux and the coefficient buffer, as an Optimizer holds them.

@@ -23,8 +23,19 @@ _LAZY = {
     "Optimizer": "nadam.optimizers",
     "optimizer_class": "nadam.optimizers",
     "plot_history": "nadam.plot",
+    "set_threads": "nadam.threads",
+    "get_threads": "nadam.threads",
 }
-_MODULES = ("checkpoint", "kernels", "methods", "mpi", "rules", "sampling", "schedules")
+_MODULES = (
+    "checkpoint",
+    "kernels",
+    "methods",
+    "mpi",
+    "rules",
+    "sampling",
+    "schedules",
+    "threads",
+)
 
 __all__ = sorted([*_LAZY, *_MODULES, *(r.class_name for r in RULES.values())])
 

@@ -124,7 +124,10 @@ def new_state(rule: Rule, hyper: dict, problem: Problem) -> RunState:
     """The state of a fresh run: the optimizer bound to the iterate, the stopping
     rules, the sampler, the schedule, the best and the averaged iterate."""
     o, x, device = problem.settings, problem.iterate, problem.device
-    opt = optimizer_class(rule)(x, nonfinite="ignore", **hyper)
+    threads = o.threads
+    if threads is None and o.comm is not None:  # the node's cores shared by its ranks
+        threads = mpi.node_threads(mpi.check_comm(o.comm))
+    opt = optimizer_class(rule)(x, nonfinite="ignore", threads=threads, **hyper)
     lr = hyper.get("lr")
     best = (None, None)
     if o.return_best or (o.stages is not None and problem.stream is None):

@@ -49,6 +49,7 @@ from .optimizers import TrainEval
 from .rules import get_rule
 from .schedules import Schedule
 from .settings import parse
+from .threads import use as use_threads
 
 __all__ = ["Minimizer", "minimize"]
 
@@ -191,6 +192,9 @@ class Minimizer:
             max_steps = check_int("max_steps", max_steps, 1)
         if self.state.result is not None:
             return self.state.result
+        opt = self.state.optimizer
+        if opt.variant[2]:  # threaded: numba's thread count is per calling thread
+            use_threads(opt.threads)
         try:
             outcome = self._runner.run(max_steps)
         finally:
@@ -465,6 +469,13 @@ def minimize(
             as ``args`` instead), ``comm`` and ``compiled=True`` (ValueError);
             callbacks get host copies.  Without numba-cuda an ``ImportError``,
             without a device a ``RuntimeError``.
+
+        threads : int, optional
+            Threads of the step on large iterates (from
+            :data:`nadam.kernels.cpu.PARALLEL_THRESHOLD` elements); default
+            :func:`nadam.threads.get_threads` (the process's share of its cores),
+            with ``comm`` the node's cores shared among its ranks.  The iterates
+            are the same bits with any number.
 
         SIGTERM and SIGINT (Ctrl-C) during a run (in the main thread) finish
         the current step, save the checkpoint if one is configured, and return

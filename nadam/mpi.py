@@ -83,11 +83,13 @@ from ._checks import fail
 from .loop.iteration import Parts
 from .loop.runner import SIGNALS
 from .sampling import EPOCH, POS, Minibatches, seed_key
+from .threads import default_threads
 
 __all__ = [
     "AllreduceEvaluate",
     "ShardSampler",
     "agreed",
+    "node_threads",
     "check_comm",
     "data_parallel",
     "rank_seed",
@@ -423,6 +425,19 @@ class AllreduceEvaluate:
             raise error
         if flag[0]:
             raise _others_failed("the callback", flag[0])
+
+
+def node_threads(comm: Any) -> int:
+    """The default threads of one rank: :func:`nadam.threads.default_threads` shared
+    among the ranks of ``comm`` that run on this node (found by the communicator, not
+    from the launcher's environment)."""
+    from mpi4py import MPI  # a communicator was given: mpi4py is there
+
+    node = comm.Split_type(MPI.COMM_TYPE_SHARED)
+    try:
+        return default_threads(node.Get_size())
+    finally:
+        node.Free()
 
 
 def agreed(comm: Any, value: int, how: str) -> int:

@@ -34,6 +34,7 @@ from typing import Any, Literal
 import numpy as np
 
 from . import rules
+from . import threads as threads_module
 from ._checks import check_choice, check_int, fail, type_name
 from .device import DeviceArrays
 from .kernels import cpu
@@ -43,6 +44,7 @@ from .rules import RULES, Rule, get_rule
 __all__ = [
     "NonFiniteGradientError",
     "Optimizer",
+    "Snapshots",
     "TrainEval",
     "apply_state",
     "check_params",
@@ -99,7 +101,66 @@ def check_params(params: Any) -> np.ndarray:
     return params
 
 
-class Optimizer:
+class Snapshots:
+    """The snapshot and copy protocol of :class:`Optimizer`: ``state_dict``,
+    ``load_state_dict`` and pickling (``copy.deepcopy`` included)."""
+
+    # -- checkpoints -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """A picklable snapshot: step count, hyperparameters, state arrays (host
+        NumPy copies, also for parameters on a CUDA device)."""
+        return export_state(self)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore a snapshot from :meth:`state_dict`; the next step continues exactly.
+
+        Hyperparameters are restored too, as in torch.  Everything is checked
+        before anything changes.
+
+        Raises
+        ------
+        ValueError
+            If the snapshot belongs to another rule, size, dtype or state layout,
+            or holds a value out of range (a negative step count, a state array of
+            another shape or dtype, a non-finite host state), naming the field.
+        """
+        apply_state(self, *checked_state(self, state_dict))
+
+    # -- copies ------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        if self._device is not None or self._comm is not None:
+            where = "a CUDA array" if self._device is not None else "a shard (comm)"
+            raise TypeError(
+                f"an optimizer of {where} cannot be copied or pickled; save "
+                f"{type(self).__name__}.state_dict() and load it into a new optimizer"
+            )
+        return {
+            "params": self._p,
+            "threads": self._threads,
+            "nonfinite": self._nonfinite,
+            "values": self._values,
+            "state": self._state,
+            "aux": self._aux,
+            "t": self.t,
+        }
+
+    def __setstate__(self, saved: dict[str, Any]) -> None:
+        # A copy owns its (copied) parameters: the flat view and the steppers are
+        # made again from them, never copied (a copied view would update nothing).
+        self._device, self._comm = None, None
+        self._p = saved["params"]
+        self._threads = saved["threads"]
+        self._nonfinite = saved["nonfinite"]
+        self._values = saved["values"]
+        self._hp = np.zeros(self.rule.n_hyper)
+        self.rule.pack(self._values, self._hp)
+        self._flags = self.rule.flags(self._values)
+        self._slots = self.rule.slots(self._flags)
+        self._state, self._aux, self.t = saved["state"], saved["aux"], saved["t"]
+        self._bind()
+
+
+class Optimizer(Snapshots):
     """Base class: one update rule bound to one float array.
 
     Parameters
@@ -124,6 +185,11 @@ class Optimizer:
         read of the gradient less per step) and lets the values propagate.  On a
         CUDA device the check also waits for the device once per step (its
         verdict comes back to the host); ``"ignore"`` lets steps queue up.
+    threads : int, optional
+        Threads of the kernel on arrays of :data:`nadam.kernels.cpu.PARALLEL_THRESHOLD`
+        elements or more; default :func:`nadam.threads.get_threads` when the optimizer
+        is made (the process's share of its cores).  The results are the same bits
+        with any number.
     **hyper
         The rule's hyperparameters (see each subclass).
 
@@ -142,10 +208,17 @@ class Optimizer:
     rule: Rule
 
     def __init__(
-        self, params: Any, *, nonfinite: NonFinite = "raise", comm: Any = None, **hyper: Any
+        self,
+        params: Any,
+        *,
+        nonfinite: NonFinite = "raise",
+        comm: Any = None,
+        threads: int | None = None,
+        **hyper: Any,
     ):
         rule = self.rule
         values = {**rule.defaults, **rule.validate(hyper)}
+        self._threads = threads_module.check_threads("threads", threads)
         if comm is not None and not all(hasattr(comm, a) for a in ("Allreduce", "Get_size")):
             fail("comm", comm, "None or an mpi4py communicator", TypeError)
         if comm is not None and ck.is_device_array(params):
@@ -178,7 +251,9 @@ class Optimizer:
         device = self._device
         self._flat = device.params if device else self._p.reshape(-1)
         self._h = np.zeros(self.rule.n_coefficients, dtype=self._flat.dtype)
-        self._parallel = False if device else cpu.choose_parallel(self._flat.size)
+        # The threads, fixed here: nadam.threads.set_threads affects later optimizers.
+        self._nthreads = self._threads or threads_module.get_threads()
+        self._parallel = False if device else cpu.choose_parallel(self._flat.size, self._nthreads)
         self._shared = cpu.shared_mode(self._hp)
         self._steppers: dict[str, Callable] = {}
 
@@ -223,16 +298,22 @@ class Optimizer:
         ``"guarded"``: ``step(p, g, s, hp, t, aux, h, avg, w) -> int``, the step
         of :func:`nadam.minimize`'s loops (:func:`nadam.kernels.cpu.guarded_stepper`).
         """
-        step = self._steppers.get(kind)
+        parallel = self._parallel and threads_module.threaded_ok()
+        step = self._steppers.get((kind, parallel))
         if step is None:
             # cpu.stepper, cpu.checked_stepper, cpu.guarded_stepper, or the device's.
             name = "stepper" if kind == "plain" else f"{kind}_stepper"
             if self._device is not None:
                 step = getattr(self._device, name)(self.rule, self._flags)
             else:
-                step = getattr(cpu, name)(self.rule, self._flags, self._parallel, self._shared)
-            self._steppers[kind] = step
+                step = getattr(cpu, name)(self.rule, self._flags, parallel, self._shared)
+            self._steppers[kind, parallel] = step
         return step
+
+    @property
+    def threads(self) -> int:
+        """The threads of the kernel when it runs threaded (see :attr:`variant`)."""
+        return self._nthreads
 
     @property
     def variant(self) -> tuple[Rule, tuple, bool, str]:
@@ -258,6 +339,8 @@ class Optimizer:
             self._start()
         if callable(self._values["lr"]):
             self._hp[rules.LR] = self.current_lr()
+        if self._parallel:
+            threads_module.use(self._nthreads)
         args = (self._flat, grad, self._state, self._hp, self.t + 1, self._aux, self._h)
         bad = self.stepper("guarded")(*args, avg, weight)
         self.t += 1
@@ -320,6 +403,8 @@ class Optimizer:
             self._start()
         if callable(self._values["lr"]):
             self._hp[rules.LR] = self.current_lr()
+        if self._parallel:
+            threads_module.use(self._nthreads)
         args = (self._flat, g, self._state, self._hp, self.t + 1, self._aux, self._h)
         if self._comm is not None:
             done = sharded_step(self, args)
@@ -340,58 +425,6 @@ class Optimizer:
             )
             return
         self.t += 1
-
-    # -- checkpoints -------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        """A picklable snapshot: step count, hyperparameters, state arrays (host
-        NumPy copies, also for parameters on a CUDA device)."""
-        return export_state(self)
-
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore a snapshot from :meth:`state_dict`; the next step continues exactly.
-
-        Hyperparameters are restored too, as in torch.  Everything is checked
-        before anything changes.
-
-        Raises
-        ------
-        ValueError
-            If the snapshot belongs to another rule, size, dtype or state layout,
-            or holds a value out of range (a negative step count, a state array of
-            another shape or dtype, a non-finite host state), naming the field.
-        """
-        apply_state(self, *checked_state(self, state_dict))
-
-    # -- copies ------------------------------------------------------------------------
-    def __getstate__(self) -> dict[str, Any]:
-        if self._device is not None or self._comm is not None:
-            where = "a CUDA array" if self._device is not None else "a shard (comm)"
-            raise TypeError(
-                f"an optimizer of {where} cannot be copied or pickled; save "
-                f"{type(self).__name__}.state_dict() and load it into a new optimizer"
-            )
-        return {
-            "params": self._p,
-            "nonfinite": self._nonfinite,
-            "values": self._values,
-            "state": self._state,
-            "aux": self._aux,
-            "t": self.t,
-        }
-
-    def __setstate__(self, saved: dict[str, Any]) -> None:
-        # A copy owns its (copied) parameters: the flat view and the steppers are
-        # made again from them, never copied (a copied view would update nothing).
-        self._device, self._comm = None, None
-        self._p = saved["params"]
-        self._nonfinite = saved["nonfinite"]
-        self._values = saved["values"]
-        self._hp = np.zeros(self.rule.n_hyper)
-        self.rule.pack(self._values, self._hp)
-        self._flags = self.rule.flags(self._values)
-        self._slots = self.rule.slots(self._flags)
-        self._state, self._aux, self.t = saved["state"], saved["aux"], saved["t"]
-        self._bind()
 
     def __repr__(self) -> str:
         hyper = ", ".join(f"{k}={self._values[k]!r}" for k in self.rule.arguments)
@@ -575,6 +608,8 @@ def _docstring(rule: Rule) -> str:
         "comm : mpi4py communicator, optional",
         "    ``params`` is this rank's shard of a vector split over the ranks of ``comm``:",
         "    a rule's sums over all elements are summed over them (see :class:`Optimizer`).",
+        "threads : int, optional",
+        "    Threads of the kernel on large arrays (see :class:`Optimizer`).",
     ]
     return "\n".join(lines)
 
@@ -677,7 +712,8 @@ def _signature(rule: Rule) -> inspect.Signature:
             "nonfinite", inspect.Parameter.KEYWORD_ONLY, default="raise", annotation="NonFinite"
         )
     )
-    params.append(inspect.Parameter("comm", inspect.Parameter.KEYWORD_ONLY, default=None))
+    for name in ("comm", "threads"):
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None))
     return inspect.Signature(params)
 
 
@@ -690,7 +726,8 @@ def _init(signature: inspect.Signature) -> Callable[..., None]:
         del hyper["params"]
         base = TrainEval if isinstance(self, TrainEval) else Optimizer
         nonfinite, comm = hyper.pop("nonfinite", "raise"), hyper.pop("comm", None)
-        base.__init__(self, params, nonfinite=nonfinite, comm=comm, **hyper)
+        threads = hyper.pop("threads", None)
+        base.__init__(self, params, nonfinite=nonfinite, comm=comm, threads=threads, **hyper)
 
     self_param = inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)
     __init__.__signature__ = signature.replace(

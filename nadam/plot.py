@@ -1,4 +1,5 @@
-"""Plots of a :func:`nadam.minimize` run (needs matplotlib: ``pip install nadam[plot]``).
+"""Plots of a :func:`nadam.minimize` run (needs matplotlib: ``pip install matplotlib``,
+or ``pip install ".[plot]"`` in nadam's source tree).
 
 matplotlib is imported when a plot is made, never when nadam is imported: it is
 an optional dependency and takes longer to import than nadam itself.
@@ -13,7 +14,7 @@ import numpy as np
 
 __all__ = ["plot_history"]
 
-INSTALL_HINT = "pip install nadam[plot]"
+INSTALL_HINT = 'pip install matplotlib (or pip install ".[plot]" in nadam\'s source tree)'
 
 
 def _pyplot() -> Any:
@@ -69,7 +70,7 @@ def plot_history(result: Any, ax: Any = None) -> tuple[Any, Any]:
     Raises
     ------
     ImportError
-        If matplotlib is not installed (``pip install nadam[plot]``).
+        If matplotlib is not installed (``pip install matplotlib``).
     ValueError
         If ``result`` holds no history.
 

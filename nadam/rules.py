@@ -18,7 +18,9 @@ Every algorithm is one :class:`Rule`:
     Host side, once per step: turns the float64 hyperparameter vector ``hp`` and
     the step count ``t`` (1 on the first step) into ``h``.  Bias corrections and
     every other scalar that depends only on ``t`` live here, never in the element
-    loop.  ``aux`` is float64 host state carried between steps (NAdam's momentum
+    loop; powers of ``t`` are taken as ``beta ** float(t)``, C's ``pow``, as Python
+    and torch take them (numba's power of an int exponent differs in the last bit,
+    and compiles slower).  ``aux`` is float64 host state carried between steps (NAdam's momentum
     product, Prodigy's step size).  ``@njit``-compiled, so that compiled loops
     (and users' own ``@njit`` code) can call it.
 
@@ -321,8 +323,8 @@ def adam_coefficients(hp, t, aux, h):
     h[4] = 1.0 - beta1
     h[5] = beta2
     h[6] = 1.0 - beta2
-    h[7] = lr / (1.0 - beta1**t)
-    h[8] = 1.0 / math.sqrt(1.0 - beta2**t)
+    h[7] = lr / (1.0 - beta1 ** float(t))
+    h[8] = 1.0 / math.sqrt(1.0 - beta2 ** float(t))
     h[9] = eps
 
 
@@ -343,7 +345,7 @@ def adamax_coefficients(hp, t, aux, h):
     h[4] = 1.0 - beta1
     h[5] = beta2
     h[6] = eps
-    h[7] = lr / (1.0 - beta1**t)
+    h[7] = lr / (1.0 - beta1 ** float(t))
 
 
 def nadam_update(p, g, s, h, i, flags):
@@ -368,7 +370,7 @@ def nadam_coefficients(hp, t, aux, h):
     h[4] = 1.0 - beta1
     h[5] = beta2
     h[6] = 1.0 - beta2
-    h[7] = 1.0 / (1.0 - beta2**t)
+    h[7] = 1.0 / (1.0 - beta2 ** float(t))
     h[8] = eps
     h[9] = lr * (1.0 - mu) / (1.0 - aux[0])
     h[10] = lr * mu_next / (1.0 - aux[0] * mu_next)
@@ -388,10 +390,10 @@ def radam_update(p, g, s, h, i, flags):
 def radam_coefficients(hp, t, aux, h):
     common_coefficients(hp, h)
     lr, beta1, beta2, eps = hp[0], hp[4], hp[5], hp[6]
-    bc1 = 1.0 - beta1**t
-    bc2 = 1.0 - beta2**t
+    bc1 = 1.0 - beta1 ** float(t)
+    bc2 = 1.0 - beta2 ** float(t)
     rho_inf = 2.0 / (1.0 - beta2) - 1.0
-    rho_t = rho_inf - 2.0 * t * beta2**t / bc2
+    rho_t = rho_inf - 2.0 * t * beta2 ** float(t) / bc2
     h[3] = beta1
     h[4] = 1.0 - beta1
     h[5] = beta2
@@ -1010,7 +1012,7 @@ def prodigy_update(p, g, s, h, i, flags):
     return base + (h[10] * d) / den
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _prodigy_dlr(hp, aux):
     # d·lr·(bias correction): the step size of this step, from the old d and k.
     lr, beta1, beta2, k = hp[0], hp[4], hp[5], aux[_K]
@@ -1019,7 +1021,7 @@ def _prodigy_dlr(hp, aux):
     return aux[_D] * lr
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _prodigy_beta3(hp):
     return math.sqrt(hp[5]) if hp[6] != hp[6] else hp[6]  # None (NaN): sqrt(beta2)
 
@@ -1301,7 +1303,7 @@ p_t &= p_{t-1} - \frac{\gamma\, r_{t-1}}{1-\beta_1^k}\,
 _SF_K, _SF_WEIGHT_SUM, _SF_LR_MAX = range(3)
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _schedule_free_step(hp, aux, warmup, r, power):
     # The package's host scalars: (lr, ckp1) of this step; advances aux.
     k = aux[_SF_K]
@@ -1314,7 +1316,7 @@ def _schedule_free_step(hp, aux, warmup, r, power):
     return lr, ckp1
 
 
-@njit(cache=True)
+@njit(inline="always")
 def _lerp_weights(w, h, k):
     # torch's lerp(a, b, w): a + w(b - a) if |w| < 0.5, else b + (w - 1)(b - a), decided
     # on w rounded to the parameters' dtype, w - 1 computed in that dtype.

@@ -19,6 +19,7 @@ from ._checks import check_bool, check_choice, check_int, check_real, check_seed
 from .loop.device import check_options as check_device_options
 from .loop.stages import FULL_FTOL
 from .rules import Rule, get_rule
+from .threads import check_threads
 
 __all__ = ["DEFAULT_OPTIONS", "Settings", "parse"]
 
@@ -45,6 +46,7 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "resume": False,
     "compiled": "auto",
     "device": "cpu",
+    "threads": None,
 }
 
 #: The values of ``options["average"]``.
@@ -95,6 +97,7 @@ class Settings:
     resume: bool
     compiled: bool | str
     device: str
+    threads: int | None
 
     @property
     def stopping(self) -> tuple:
@@ -184,6 +187,7 @@ def parse(
         resume=resume,
         compiled=check_choice("option compiled", _plain(o["compiled"]), ("auto", True, False)),
         device=check_choice("option device", o["device"], ("cpu", "cuda")),
+        threads=check_threads("option threads", o["threads"]),
     )
     if settings.device == "cuda":
         check_device_options(settings.batch_size, settings.comm, settings.compiled, jac)

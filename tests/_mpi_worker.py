@@ -332,6 +332,18 @@ def x0_differs():
     return "no exception"
 
 
+def maxiter_differs():
+    """Rank r asks for 5 + r steps: every rank raises before the first step."""
+    nadam.minimize(
+        logistic(N),
+        np.zeros(D),
+        args=(X[ROWS], Y[ROWS]),
+        jac=True,
+        options={"comm": COMM, "lr": 0.05, "maxiter": 5 + RANK},
+    )
+    return "no exception"
+
+
 def batch_too_large_on_one_rank():
     rows = slice(0, 10) if RANK == 0 else ROWS
     nadam.minimize(
@@ -539,6 +551,7 @@ SCENARIOS = [
     callback_error_at_the_last_step,
     bad_output_on_one_rank,
     x0_differs,
+    maxiter_differs,
     batch_too_large_on_one_rank,
     streams_of_unequal_length,
     shard_sampler_when_batch_is_a_whole_shard,

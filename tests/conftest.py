@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, settings
 from nadam.kernels import cpu
 from nadam.optimizers import optimizer_class
 from nadam.rules import DECOUPLED, RULES
+from nadam.threads import get_threads
 
 settings.register_profile(
     "nadam",
@@ -201,9 +202,9 @@ def kernel_kind(request, monkeypatch):
     """Forces the optimizer classes onto the serial or the prange kernel."""
     parallel = request.param == "parallel"
     monkeypatch.setattr(cpu, "PARALLEL_THRESHOLD", 0 if parallel else 2**62)
-    if parallel and not cpu.choose_parallel(10):
+    if parallel and not cpu.choose_parallel(10, get_threads()):
         pytest.skip("numba runs one thread here: the prange kernel is never chosen")
-    assert cpu.choose_parallel(10) is parallel
+    assert cpu.choose_parallel(10, get_threads()) is parallel
     return request.param
 
 

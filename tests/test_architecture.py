@@ -175,12 +175,13 @@ def test_minimizer_and_status_are_public():
 def test_class_signatures_and_docstrings_come_from_the_rule(name):
     rule, cls = RULES[name], CLASSES[name]
     params = list(inspect.signature(cls).parameters.values())
-    assert params[0].name == "params" and [p.name for p in params[-2:]] == ["nonfinite", "comm"]
+    assert params[0].name == "params"
+    assert [p.name for p in params[-3:]] == ["nonfinite", "comm", "threads"]
     specs = {h.name: h for h in rule.hyper}
     order = [n for n in rule.signature if n != "*"]
-    assert [p.name for p in params[1:-2]] == order
+    assert [p.name for p in params[1:-3]] == order
     keyword_only = rule.signature[rule.signature.index("*") + 1 :] if "*" in rule.signature else ()
-    for p in params[1:-2]:
+    for p in params[1:-3]:
         assert p.default == specs[p.name].default
         assert (p.kind is p.KEYWORD_ONLY) == (p.name in keyword_only)
         default = specs[p.name].default

@@ -21,7 +21,7 @@ def test_help_lists_the_commands(capsys):
         cli.main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert "demo" in out and "bench" in out
+    assert "demo" in out and "bench" in out and "warmup" in out
 
 
 def test_a_command_is_required(capsys):
@@ -49,12 +49,41 @@ def test_bench_outside_a_checkout_says_what_to_do(monkeypatch, tmp_path, capsys)
     assert "source checkout" in capsys.readouterr().err
 
 
-def test_demo_prints_the_table(capsys):
+def test_demo_leads_with_the_answer_then_the_table_and_a_paired_speed(capsys):
     assert cli.main(["demo", *SMALL, "--no-progress"]) == 0
     out = capsys.readouterr().out
-    for row in ("nadam.minimize, Adam", "textbook NumPy Adam", "scipy L-BFGS-B", "as fast as"):
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    assert lines[2].startswith("answer: nadam.minimize") and "L-BFGS-B" in lines[2]
+    for row in ("nadam.minimize, Adam", "textbook NumPy Adam", "scipy L-BFGS-B", "compiling"):
         assert row in out
-    assert "compiling" in out
+    assert "median of 9 paired runs" in out
+    # no scipy-style block that reads like a failure (issue 15 item 14)
+    assert "Maximum number of iterations" not in out
+
+
+def test_paired_speedup_is_the_median_of_paired_ratios():
+    slow = lambda: sum(range(20_000))  # noqa: E731
+    fast = lambda: sum(range(2_000))  # noqa: E731
+    median, low, high, busy = cli.paired_speedup(slow, fast, rounds=5)
+    assert low <= median <= high and median > 2
+    assert busy != busy or 0.0 <= busy <= 1.0  # nan where /proc/stat is missing
+
+
+def test_warmup_fills_the_cache_and_says_where(tmp_path):
+    code = (
+        "import nadam.__main__ as m, io\n"
+        "out = io.StringIO()\n"
+        "spent = m.warmup(['sgd'], ['float32'], threaded=False, out=out)\n"
+        "print(sorted(spent)); print(out.getvalue())\n"
+    )
+    env = {**__import__("os").environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    env["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "['minimize (float32)', 'sgd']" in done.stdout and str(tmp_path) in done.stdout
+    assert any(p.suffix == ".nbi" for p in tmp_path.rglob("*"))  # numba's cache index files
 
 
 def test_demo_fits_the_model():
@@ -65,12 +94,14 @@ def test_demo_fits_the_model():
     assert best <= res["numpy"]["loss"] < best * (1 + 1e-3)
     assert res["nadam"]["steps"] == res["numpy"]["steps"] == 2000
     assert all(res[k]["time"] > 0 for k in ("nadam", "numpy", "lbfgs", "compile"))
+    speed = res["speed"]
+    assert speed["low"] <= speed["median"] <= speed["high"]
 
 
 def test_demo_progress_bar_goes_to_stderr(capsys):
     assert cli.main(["demo", *SMALL]) == 0
     captured = capsys.readouterr()
-    assert "it/s" in captured.err or "it]" in captured.err
+    assert "step/s" in captured.err or "step]" in captured.err
     assert "scipy L-BFGS-B" in captured.out
 
 

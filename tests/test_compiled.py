@@ -18,6 +18,7 @@ import nadam
 from nadam import Minimizer
 from nadam.kernels import cpu
 from nadam.loop import compiled
+from nadam.threads import get_threads
 
 # ---------------------------------------------------------------------------
 # Problems
@@ -157,7 +158,7 @@ def test_bit_identical_full_batch_to_gtol(data):
 def test_threaded_kernel(data, monkeypatch):
     # Large parameter vectors get the prange kernel; the driver calls it as is.
     monkeypatch.setattr(cpu, "PARALLEL_THRESHOLD", 0)
-    if not cpu.choose_parallel(5):
+    if not cpu.choose_parallel(5, get_threads()):
         pytest.skip("numba runs one thread here: the prange kernel is never chosen")
     both(
         objective,

@@ -49,7 +49,8 @@ if __name__ == "__main__":
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
-def test_a_fork_pool_after_a_threaded_step_works_or_fails_at_once(tmp_path):
+@pytest.mark.parametrize("layer", [None, "omp"], ids=["default layer", "GNU OpenMP"])
+def test_a_fork_pool_after_a_threaded_step_works_or_fails_at_once(tmp_path, layer):
     """Issue 15 item 10: after an Adam step on 2**16 elements with numba running 2
     threads, ``multiprocessing.get_context("fork").Pool(2).map(f, range(4))``, where f
     takes nadam steps on a large array too, returns the right results or raises at once
@@ -62,6 +63,10 @@ def test_a_fork_pool_after_a_threaded_step_works_or_fails_at_once(tmp_path):
         "NUMBA_NUM_THREADS": "2",
         "PYTHONPATH": os.pathsep.join([str(ROOT), *sys.path]),
     }
+    # The default is TBB where the tbb package is installed (nadam.threads); with GNU
+    # OpenMP (no TBB), the children run the serial kernels.
+    if layer is not None:
+        env["NUMBA_THREADING_LAYER"] = layer
     proc = subprocess.Popen(
         [sys.executable, str(script)],
         stdout=subprocess.PIPE,

@@ -387,6 +387,49 @@ def test_maxiter_and_tol():
     )
 
 
+def scripted_losses(values):
+    """An objective that returns the next of ``values`` whatever x (a tiny gradient)."""
+    it = iter(values)
+
+    def fun(x):
+        return float(next(it)), np.full_like(x, 1e-12)
+
+    return fun
+
+
+@pytest.mark.parametrize("patience", [1, 2, 7])
+def test_patience_counts_the_evaluations_without_improvement(patience):
+    # A flat loss: the first evaluation is the best; each later one is a stall, and the
+    # run stops at the evaluation that makes patience of them: iterate x_patience.
+    res = nadam.minimize(
+        scripted_losses([3.0] * 100),
+        np.zeros(2),
+        jac=True,
+        options={"lr": 0.1, "maxiter": 50, "patience": patience, "smoothing": 0.0},
+    )
+    assert (res.status, res.nit, res.nfev) == (2, patience, patience + 1)
+
+
+@pytest.mark.parametrize(
+    ("start", "ratio", "stalls"),
+    [
+        # a relative improvement of 0.5e-4 per step is below min_delta = 1e-4 (though
+        # 0.05 in absolute terms): every step is a stall
+        (1000.0, 1 - 0.5e-4, True),
+        # 2e-4 per step is above it (though 2e-7 in absolute terms): none is
+        (1e-3, 1 - 2e-4, False),
+    ],
+)
+def test_min_delta_is_relative_to_the_best_smoothed_loss(start, ratio, stalls):
+    res = nadam.minimize(
+        scripted_losses(start * ratio ** np.arange(100)),
+        np.zeros(2),
+        jac=True,
+        options={"lr": 0.1, "maxiter": 50, "patience": 5, "min_delta": 1e-4, "smoothing": 0.0},
+    )
+    assert (res.status, res.nit) == ((2, 5) if stalls else (1, 50))
+
+
 def test_patience_stops_a_noisy_objective():
     rng = np.random.default_rng(0)
 

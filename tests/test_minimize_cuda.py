@@ -382,7 +382,7 @@ def test_bad_gradients(cuda):
 @pytest.mark.parametrize(
     "exc",
     [
-        ImportError("CUDA arrays need the numba-cuda package: pip install nadam[cuda]"),
+        ImportError("CUDA arrays need the numba-cuda package: pip install numba-cuda"),
         RuntimeError("no CUDA device was found"),
     ],
     ids=["no-numba-cuda", "no-device"],

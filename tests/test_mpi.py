@@ -263,6 +263,10 @@ class TestTwoRanks:
         for r in ranks:
             kind, name, message = r["x0_differs"]
             assert name == "ValueError" and "x0" in message and "option comm" in message
+            # maxiter decides when every rank stops: the ranks must agree on it
+            kind, name, message = r["maxiter_differs"]
+            assert name == "ValueError" and "stopping options" in message, message
+            assert "5" in message and "6" in message
             kind, name, message = r["batch_too_large_on_one_rank"]
             assert name == "ValueError" and re.search(r"rank 0 .*batch_size", message)
 

@@ -22,6 +22,7 @@ from naive import SLOTS, NaiveOptimizer
 
 from nadam import kernels
 from nadam.kernels import cpu
+from nadam.threads import get_threads
 
 
 def run_both(name, kw, n, dtype, steps=STEPS, seed=0, check_every=10):
@@ -175,7 +176,7 @@ def test_class_picks_parallel_kernel_by_size(monkeypatch):
 
     monkeypatch.setattr(cpu, "checked_stepper", spy)
     monkeypatch.setattr(cpu, "PARALLEL_THRESHOLD", 1000)
-    threaded = cpu.choose_parallel(1000)  # False on a one-thread machine
+    threaded = cpu.choose_parallel(1000, get_threads())  # False on a one-thread machine
     results = []
     for threshold in (1000, 10**9):
         monkeypatch.setattr(cpu, "PARALLEL_THRESHOLD", threshold)

@@ -46,6 +46,7 @@ import numpy as np
 
 from .._specialise import rebind
 from ..rules import DECOUPLED, MAXIMIZE, WEIGHT_DECAY, Rule
+from ..threads import load_tbb
 
 __all__ = [
     "ArrayShapeError",
@@ -71,23 +72,36 @@ __all__ = [
 ]
 
 # Below this many elements the serial loop beats the threaded one.  Measured with
-# ``python benchmarks/crossover.py`` (2-core Xeon, numba's OpenMP layer, quiet
-# machine): the crossover moves with a rule's cost per element, from ~2,700
-# (float64 Adam/RAdam, bound by the divide/sqrt unit) and ~11,000 (float32
-# Adam/RAdam/RMSprop) to ~20,000-30,000 (SGD float64, Adagrad and Adamax
-# float32) and beyond (SGD float32).  At 2**13 the worst case near the threshold
-# is ~1.5x off the better kernel at either end (float64 Adam run serially just
-# below it, ~5 µs lost per step; float32 SGD run threaded just above it, ~1 µs).
-PARALLEL_THRESHOLD = 2**13
+# ``python benchmarks/crossover.py`` (2-core Xeon, numba's TBB layer: nadam.threads):
+# the crossover moves with a rule's cost per element, from ~20,000 (float64 Adam,
+# RMSprop, NAdam, RAdam, Prodigy: just past one BLOCK, the unit a thread takes) to
+# ~75,000-150,000 (float32 Adam, Adagrad, RAdam) and ~250,000 (SGD float32); their
+# geometric mean is ~54,000.  TBB's threads start later than OpenMP's (whose
+# crossovers were 4-10x lower) but, unlike OpenMP's, do not wait for each other when
+# another process takes their cores (docs/benchmarks.md, "Shared machines").
+PARALLEL_THRESHOLD = 2**16
 
-# The same crossover for the finiteness check of the gradient (a read-only pass),
-# measured by the same script: ~30,000-37,000 (float64), ~60,000-75,000 (float32).
-# A compile-time constant of ``all_finite``.
-FINITE_PARALLEL_THRESHOLD = 2**15
+# The same crossover for the finiteness check of the gradient on its own (a
+# read-only pass; nadam.kernels.all_finite), measured by the same script: ~400,000
+# (float64), ~730,000 (float32).  (The threaded steppers check in their own blocks.)
+FINITE_PARALLEL_THRESHOLD = 2**19
 
 #: Elements per block of the sums of a two-pass rule: each block is added up by the
 #: same compiled code, and the blocks' sums in block order, whatever the thread count.
 BLOCK = 2**14
+
+#: numba's parallel options for the threaded loops: prange alone.  Its array-expression
+#: passes have nothing to do in them and cost compile time.
+PARALLEL = {
+    "prange": True,
+    "comprehension": False,
+    "fusion": False,
+    "inplace_binop": False,
+    "numpy": False,
+    "reduction": False,
+    "setitem": False,
+    "stencil": False,
+}
 
 #: The shared modes of a loop: which of the options shared by every rule it applies.
 SHARED_MODES = ("raw", "decoupled", "full")
@@ -107,18 +121,54 @@ def shared_mode(hp: np.ndarray) -> str:
 # The templates below are never called directly: ``_compile`` copies their code
 # into new functions whose globals name the rule, its flags and the loop kind
 # (nadam._specialise.rebind); numba treats those globals as compile-time constants.
-def _loop_template(p, g, s, h):
-    """One loop of a kernel: update ``p`` and ``s`` in place; returns None."""
-    for i in _range(p.shape[0]):  # noqa: F821 (bound by rebind)
-        p[i] = _update(p, g, s, h, i, _FLAGS)  # noqa: F821
+# Small helpers of the threaded loops, written out: numba's overloads of min(),
+# ndarray.all() and ndarray.sum() each cost ~0.07 s of compilation in a fresh process,
+# which the first threaded step would wait for.
+@numba.njit(inline="always")
+def _end(k, n):
+    """The end of block ``k`` of ``n`` elements."""
+    end = k * BLOCK + BLOCK
+    return end if end < n else n
 
 
-def _guarded_loop_template(p, g, s, h, avg, w):
-    """As the plain loop, but an element whose new value is not finite keeps its
-    old one; returns how many did.  ``avg`` (None, or an array of p's shape)
-    moves towards the new iterate: ``avg += w·(p - avg)``."""
+@numba.njit(inline="always")
+def _all(flags):
+    for flag in flags:
+        if not flag:
+            return False
+    return True
+
+
+@numba.njit(inline="always")
+def _total(counts):
+    total = 0
+    for c in counts:
+        total += c
+    return total
+
+
+# A loop is compiled once, serial, over a range of elements (a *block*); the serial
+# kernel runs it over all elements, the threaded one over blocks of BLOCK elements
+# spread over the threads (a prange over blocks).  The threaded kernel then compiles in
+# a fraction of the time of a prange over elements (its parallel region is one call:
+# the first threaded step waits ~0.3 s less per loop), it shares the serial one's
+# compiled and cached loop, and every element is computed by the same machine code
+# whatever the threads: the results are the same bits with any thread count.
+def _block_template(p, g, s, h, start, stop):
+    """Elements ``start`` to ``stop - 1`` of a kernel's loop: update ``p`` and ``s``
+    in place; returns None."""
+    # An unsigned index: numba then does not wrap a possibly negative index around,
+    # which would keep the loop from vectorising.
+    for i in range(numba.uint64(start), numba.uint64(stop)):
+        p[i] = _update(p, g, s, h, i, _FLAGS)  # noqa: F821 (bound by rebind)
+
+
+def _guarded_block_template(p, g, s, h, avg, w, start, stop):
+    """As a block of the plain loop, but an element whose new value is not finite
+    keeps its old one; returns how many did.  ``avg`` (None, or an array of p's
+    shape) moves towards the new iterate: ``avg += w·(p - avg)``."""
     bad = 0
-    for i in _range(p.shape[0]):  # noqa: F821
+    for i in range(numba.uint64(start), numba.uint64(stop)):
         old = p[i]
         new = _update(p, g, s, h, i, _FLAGS)  # noqa: F821
         finite = new - new == 0.0
@@ -130,7 +180,31 @@ def _guarded_loop_template(p, g, s, h, avg, w):
     return bad
 
 
-def _block_template(p, g, s, h, start, stop):
+def _loop_template(p, g, s, h):
+    """One loop of a kernel: update ``p`` and ``s`` in place; returns None."""
+    n = p.shape[0]
+    if _THREADED:  # noqa: F821
+        for k in numba.prange((n + BLOCK - 1) // BLOCK):
+            _block(p, g, s, h, k * BLOCK, _end(k, n))  # noqa: F821
+    else:
+        _block(p, g, s, h, 0, n)  # noqa: F821
+
+
+def _guarded_loop_template(p, g, s, h, avg, w):
+    """The guarded loop over all elements; returns how many kept their old value."""
+    n = p.shape[0]
+    if _THREADED:  # noqa: F821
+        # Per-block counts, added after: a reduction in the prange would double the
+        # time the threaded loop takes to compile.
+        blocks = (n + BLOCK - 1) // BLOCK
+        bad = np.empty(blocks, np.int64)
+        for k in numba.prange(blocks):
+            bad[k] = _block(p, g, s, h, avg, w, k * BLOCK, _end(k, n))  # noqa: F821
+        return _total(bad)
+    return _block(p, g, s, h, avg, w, 0, n)  # noqa: F821
+
+
+def _sums_block_template(p, g, s, h, start, stop):
     # One block of the first pass.  The index is unsigned: numba then does not wrap a
     # possibly negative index around, which kept the loop from vectorising.  The sums
     # are reassociated here only (the element function is compiled apart, exactly), in
@@ -156,7 +230,7 @@ def _first_pass_template(p, g, s, h):
     partial = np.empty((blocks, 2))
     for k in _range(blocks):  # noqa: F821
         start = k * BLOCK
-        a, b = _block(p, g, s, h, start, min(start + BLOCK, n))  # noqa: F821
+        a, b = _block(p, g, s, h, start, _end(k, n))  # noqa: F821
         partial[k, 0], partial[k, 1] = a, b
     a = 0.0
     b = 0.0
@@ -166,11 +240,20 @@ def _first_pass_template(p, g, s, h):
     return a, b
 
 
+def _switch_block_template(p, s, h, start, stop):
+    for i in range(numba.uint64(start), numba.uint64(stop)):
+        p[i] = _switch(p, s, h, i, _FLAGS)  # noqa: F821
+
+
 def _switch_template(p, s, h):
     """Move the parameters ``p`` in place between the training and the evaluation
     point of a rule that keeps two (schedule-free: y and x); returns None."""
-    for i in _range(p.shape[0]):  # noqa: F821
-        p[i] = _switch(p, s, h, i, _FLAGS)  # noqa: F821
+    n = p.shape[0]
+    if _THREADED:  # noqa: F821
+        for k in numba.prange((n + BLOCK - 1) // BLOCK):
+            _block(p, s, h, k * BLOCK, _end(k, n))  # noqa: F821
+    else:
+        _block(p, s, h, 0, n)  # noqa: F821
 
 
 def _kernel_template(p, g, s, h):
@@ -229,20 +312,42 @@ def _end_template(p, g, s, hp, t, aux, h, sums, avg, w):
     return _guarded_loop(p, g, s, h, avg, w)  # noqa: F821
 
 
+# The steppers run their loops themselves, not through a loop function: the threaded
+# ones then hold their prange loops in the stepper, one compiled function fewer each
+# (the first threaded step of a rule compiles ~0.3 s faster per function saved).
 def _stepper_template(p, g, s, hp, t, aux, h):
     """Fill ``h`` for step ``t``, then update ``p`` and ``s`` in place; returns None."""
     _prepare(p, g, s, hp, t, aux, h)  # noqa: F821
-    _loop(p, g, s, h)  # noqa: F821
+    n = p.shape[0]
+    if _THREADED:  # noqa: F821
+        for k in numba.prange((n + BLOCK - 1) // BLOCK):
+            _block(p, g, s, h, k * BLOCK, _end(k, n))  # noqa: F821
+    else:
+        _block(p, g, s, h, 0, n)  # noqa: F821
 
 
 def _checked_stepper_template(p, g, s, hp, t, aux, h):
     """As the stepper if ``g`` is all finite (returns True); else touches nothing and
     returns False."""
     check_arrays(p, g, s, h, _ROWS, _N_COEFFICIENTS)  # noqa: F821
-    if not _all_finite(g):  # noqa: F821
-        return False
-    _prepare(p, g, s, hp, t, aux, h)  # noqa: F821
-    _loop(p, g, s, h)  # noqa: F821
+    n = p.shape[0]
+    if n == 0:
+        return True
+    if _THREADED:  # noqa: F821
+        blocks = (n + BLOCK - 1) // BLOCK
+        finite = np.empty(blocks, np.bool_)
+        for k in numba.prange(blocks):
+            finite[k] = _finite_block(g, k * BLOCK, _end(k, n))
+        if not _all(finite):
+            return False
+        _prepare(p, g, s, hp, t, aux, h)  # noqa: F821
+        for k in numba.prange(blocks):
+            _block(p, g, s, h, k * BLOCK, _end(k, n))  # noqa: F821
+    else:
+        if not _finite_block(g, 0, n):
+            return False
+        _prepare(p, g, s, hp, t, aux, h)  # noqa: F821
+        _block(p, g, s, h, 0, n)  # noqa: F821
     return True
 
 
@@ -250,7 +355,14 @@ def _guarded_stepper_template(p, g, s, hp, t, aux, h, avg, w):
     """Fill ``h`` for step ``t``, then the guarded loop; returns the number of
     elements whose new value was not finite (they keep their old value)."""
     _prepare(p, g, s, hp, t, aux, h)  # noqa: F821
-    return _guarded_loop(p, g, s, h, avg, w)  # noqa: F821
+    n = p.shape[0]
+    if _THREADED:  # noqa: F821
+        blocks = (n + BLOCK - 1) // BLOCK
+        bad = np.empty(blocks, np.int64)
+        for k in numba.prange(blocks):
+            bad[k] = _guarded_block(p, g, s, h, avg, w, k * BLOCK, _end(k, n))  # noqa: F821
+        return _total(bad)
+    return _guarded_block(p, g, s, h, avg, w, 0, n)  # noqa: F821
 
 
 class ArrayShapeError(ValueError):
@@ -268,10 +380,12 @@ class ArrayShapeError(ValueError):
 
 # O(1) checks at the top of every compiled entry point: the raw kernels are called
 # from users' own code, where a wrong length would read or write out of bounds.
+# Inlined into each entry point (numba IR): as functions of their own they took
+# ~0.17 s to compile in a fresh process, before the first step of any rule.
 _SEE_H = "see nadam.kernels.coefficient_buffer"
 
 
-@numba.njit(**_JIT)
+@numba.njit(inline="always")
 def check_arrays(p, g, s, h, rows, n_coefficients):
     """Raise :class:`ArrayShapeError` unless ``g``, ``s`` and ``h`` fit ``p`` and the
     kernel."""
@@ -284,7 +398,7 @@ def check_arrays(p, g, s, h, rows, n_coefficients):
         raise ArrayShapeError("h", h.shape, (n_coefficients,), _SEE_H)
 
 
-@numba.njit(**_JIT)
+@numba.njit(inline="always")
 def check_host(hp, aux, h, n_hyper, n_aux, n_coefficients):
     """Raise :class:`ArrayShapeError` unless ``hp``, ``aux`` and ``h`` have the rule's
     lengths."""
@@ -301,7 +415,8 @@ def _compile(template, name: str, rule: Rule, parallel: bool = False, **bindings
     # sources: a cached kernel is never stale.  (A rule defined in a notebook or in
     # exec-ed code has no file for numba's cache to key on: not cached.)
     fn = rebind(template, f"{name}_{rule.digest}", **bindings)
-    return numba.njit(parallel=parallel, **{**_JIT, "cache": rule.cacheable})(fn)
+    options = {**_JIT, "cache": rule.cacheable}
+    return numba.njit(parallel=PARALLEL if parallel else False, **options)(fn)
 
 
 def _variant_name(rule: Rule, flags: tuple, parallel: bool, shared: str | None = None) -> str:
@@ -344,6 +459,15 @@ def _sizes(rule: Rule, flags: tuple | None = None) -> dict:
 
 
 @cache
+def _block(rule: Rule, flags: tuple, shared: str, guarded: bool):
+    # The serial loop over a block of elements that both loops of a variant call.
+    template = _guarded_block_template if guarded else _block_template
+    name = ("guarded_block_" if guarded else "block_") + _variant_name(rule, flags, False, shared)
+    bindings = {"_update": _element(rule.update, shared), "_FLAGS": flags}
+    return _compile(template, name, rule, **bindings)
+
+
+@cache
 def loop(rule: Rule, flags: tuple, parallel: bool, shared: str, guarded: bool = False):
     """One compiled loop of a rule's kernel: ``loop(p, g, s, h) -> None`` for one shared
     mode, or with ``guarded`` the loop of :func:`guarded_stepper`,
@@ -352,11 +476,7 @@ def loop(rule: Rule, flags: tuple, parallel: bool, shared: str, guarded: bool = 
         _start_threads()
     template = _guarded_loop_template if guarded else _loop_template
     name = ("guarded_" if guarded else "loop_") + _variant_name(rule, flags, parallel, shared)
-    bindings = {
-        "_update": _element(rule.update, shared),
-        "_range": numba.prange if parallel else range,
-        "_FLAGS": flags,
-    }
+    bindings = {"_block": _block(rule, flags, shared, guarded), "_THREADED": parallel}
     return _compile(template, name, rule, parallel, **bindings)
 
 
@@ -400,8 +520,8 @@ def first_pass(rule: Rule, flags: tuple = (), parallel: bool = False, shared: st
     flags = _check_flags(rule, flags)
     block = numba.njit(error_model="numpy", nogil=True, fastmath={"reassoc"})(
         rebind(
-            _block_template,
-            "block_" + _variant_name(rule, flags, False, shared),
+            _sums_block_template,
+            "sums_block_" + _variant_name(rule, flags, False, shared),
             _accumulate=_element(rule.accumulate, shared),
             _FLAGS=flags,
         )
@@ -421,12 +541,14 @@ def switch_kernel(rule: Rule, flags: tuple = (), parallel: bool = False):
         _start_threads()
     flags = _check_flags(rule, flags)
     name = "switch_" + _variant_name(rule, flags, parallel)
-    bindings = {
-        "_switch": _element(rule.switch, "full"),
-        "_range": numba.prange if parallel else range,
-        "_FLAGS": flags,
-    }
-    return _compile(_switch_template, name, rule, parallel, **bindings)
+    block = _compile(
+        _switch_block_template,
+        "switch_block_" + _variant_name(rule, flags, False),
+        rule,
+        _switch=_element(rule.switch, "full"),
+        _FLAGS=flags,
+    )
+    return _compile(_switch_template, name, rule, parallel, _block=block, _THREADED=parallel)
 
 
 @cache
@@ -454,16 +576,20 @@ def prepare(rule: Rule, flags: tuple, parallel: bool, shared: str):
     return _compile(_prepare_template, name, rule, **bindings)
 
 
-def _stepper(template, prefix: str, rule, flags, parallel, shared, **bindings):
+def _stepper(template, prefix: str, rule, flags, parallel, shared):
     flags = _check_flags(rule, flags)
+    if parallel:
+        _start_threads()
     bindings = {
-        "_prepare": prepare(rule, flags, parallel, shared),
-        "_loop": loop(rule, flags, parallel, shared),
+        # Inlined (numba IR): one compiled function fewer on the way to the first step.
+        "_prepare": numba.njit(inline="always")(prepare(rule, flags, parallel, shared).py_func),
+        "_block": _block(rule, flags, shared, False),
+        "_guarded_block": _block(rule, flags, shared, True),
+        "_THREADED": parallel,
         **_sizes(rule, flags),
-        **bindings,
     }
     return _compile(
-        template, prefix + _variant_name(rule, flags, parallel, shared), rule, **bindings
+        template, prefix + _variant_name(rule, flags, parallel, shared), rule, parallel, **bindings
     )
 
 
@@ -480,12 +606,7 @@ def checked_stepper(rule: Rule, flags: tuple = (), parallel: bool = False, share
     ``g`` is finite, as :func:`stepper` and returns True; otherwise returns False
     and touches nothing (``aux`` and ``h`` included).  One compiled call instead
     of ``all_finite`` then the stepper: one dispatch (~0.4 µs) less per step."""
-    # A serial stepper never calls a prange loop (nor needs one for the check: it
-    # serves arrays below PARALLEL_THRESHOLD, or a single thread).
-    check = all_finite if parallel else all_finite_serial
-    return _stepper(
-        _checked_stepper_template, "checked_step_", rule, flags, parallel, shared, _all_finite=check
-    )
+    return _stepper(_checked_stepper_template, "checked_step_", rule, flags, parallel, shared)
 
 
 @cache
@@ -496,17 +617,7 @@ def guarded_stepper(rule: Rule, flags: tuple = (), parallel: bool = False, share
     non-finite iterate), and ``avg`` (None, or an array of p's shape) moves
     towards the new iterate, ``avg += w·(p - avg)`` (iterate averaging), in the
     same pass.  Returns the number of elements that kept their old value."""
-    flags = _check_flags(rule, flags)
-    guarded = loop(rule, flags, parallel, shared, guarded=True)
-    return _stepper(
-        _guarded_stepper_template,
-        "guarded_step_",
-        rule,
-        flags,
-        parallel,
-        shared,
-        _guarded_loop=guarded,
-    )
+    return _stepper(_guarded_stepper_template, "guarded_step_", rule, flags, parallel, shared)
 
 
 @cache
@@ -529,25 +640,29 @@ def split_stepper(rule: Rule, flags: tuple = (), parallel: bool = False, shared:
 # Reassociation only: lets the sum vectorise, and any order of adding zeros
 # and NaNs gives the same verdict.  (No "nnan"/"ninf": they would fold it away.)
 @numba.njit(fastmath={"reassoc"}, **_JIT)
-def _all_finite_serial(x):
-    acc = x[0] - x[0]
-    for i in range(1, x.shape[0]):
+def _finite_block(x, start, stop):
+    acc = x[start] - x[start]
+    for i in range(numba.uint64(start + 1), numba.uint64(stop)):
         acc += x[i] - x[i]  # 0 for a finite value, NaN for inf or NaN
     return acc == acc
 
 
-@numba.njit(fastmath={"reassoc"}, parallel=True, **_JIT)
+@numba.njit(parallel=PARALLEL, **_JIT)
 def _all_finite_parallel(x):
-    acc = x[0] - x[0]
-    for i in numba.prange(x.shape[0]):
-        acc += x[i] - x[i]
-    return acc == acc
+    # Blocks over the threads, as the kernels' loops, a verdict per block (not a
+    # reduction: see _guarded_loop_template).
+    n = x.shape[0]
+    blocks = (n + BLOCK - 1) // BLOCK
+    finite = np.empty(blocks, np.bool_)
+    for k in numba.prange(blocks):
+        finite[k] = _finite_block(x, k * BLOCK, _end(k, n))
+    return _all(finite)
 
 
 @numba.njit(**_JIT)
 def all_finite_serial(x):
     """True if every element of the 1-D array ``x`` is finite (one pass on one core)."""
-    return x.shape[0] == 0 or _all_finite_serial(x)
+    return x.shape[0] == 0 or _finite_block(x, 0, x.shape[0])
 
 
 @numba.njit(**_JIT)
@@ -565,10 +680,13 @@ def _start_threads() -> None:
     # Symbol not found: allocate_sched"), and a caller read from the cache crashed
     # on its first call in a later process, unless something had started the
     # threads.  So every prange loop starts them when it is handed out (not at
-    # import: a process that never runs one keeps its fork safe).
+    # import: a process that never runs one keeps its fork safe), TBB first
+    # (nadam.threads).
+    load_tbb()
     numba.get_num_threads()
 
 
-def choose_parallel(n: int) -> bool:
-    """Whether an ``n``-element update should use the threaded kernel."""
-    return n >= PARALLEL_THRESHOLD and numba.get_num_threads() > 1
+def choose_parallel(n: int, threads: int) -> bool:
+    """Whether an ``n``-element update on ``threads`` threads should use the threaded
+    kernel (from :data:`PARALLEL_THRESHOLD` elements up, with two threads or more)."""
+    return n >= PARALLEL_THRESHOLD and threads > 1

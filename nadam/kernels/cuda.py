@@ -71,7 +71,7 @@ THREADS = 256
 #: per element, the same memory parallelism).
 BLOCKS_PER_SM = 8
 
-INSTALL_HINT = "pip install nadam[cuda]"
+INSTALL_HINT = 'pip install "numba-cuda>=0.30.4" (or pip install ".[cuda]" in nadam\'s source tree)'
 
 
 # ---------------------------------------------------------------------------
@@ -86,7 +86,7 @@ def load() -> types.ModuleType:
     Raises
     ------
     ImportError
-        numba-cuda is not installed (the message says ``pip install nadam[cuda]``).
+        numba-cuda is not installed (the message says how to install it).
     RuntimeError
         numba-cuda is installed but finds no CUDA device, and the simulator is off.
     """

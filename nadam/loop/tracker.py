@@ -156,7 +156,10 @@ def track(f, g, x, lo, hi, best_x, best_g, tr, nit):
         if best == math.inf or f < best - tr[FTOL] * abs(best):
             tr[PROGRESS] = 1.0
         tr[BEST_F] = f
-        best_x[:] = x
+        # Element loops, not best_x[:] = x: numba takes ~1.5 s to compile a slice
+        # assignment, which a first minimize() would wait for.
+        for i in range(x.shape[0]):
+            best_x[i] = x[i]
         i = 0
         for v in g.flat:
             best_g[i] = v
