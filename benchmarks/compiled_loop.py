@@ -109,8 +109,8 @@ def bare_loop(w, X, y, state, perm, idx, Xb, yb, m, v, steps):
                 Xb[k, j] = X[i, j]
             yb[k] = y[i]
         f, g = loss(w, Xb, yb)
-        step = LR / (1.0 - BETA1**t)
-        root = 1.0 / math.sqrt(1.0 - BETA2**t)
+        step = LR / (1.0 - BETA1 ** float(t))
+        root = 1.0 / math.sqrt(1.0 - BETA2 ** float(t))
         for j in range(w.shape[0]):
             m[j] = BETA1 * m[j] + (1.0 - BETA1) * g[j]
             v[j] = BETA2 * v[j] + (1.0 - BETA2) * (g[j] * g[j])

@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "Minimizer": "nadam.minimizer",
     "minimize": "nadam.minimizer",
+    "minimize_many": "nadam.many",
     "Status": "nadam.loop.status",
     "NonFiniteGradientError": "nadam.optimizers",
     "Optimizer": "nadam.optimizers",

@@ -65,6 +65,7 @@ HEADER_LIMIT = 1 << 20
 # together they decide the state's layout and the trajectory.  maxiter and the
 # stopping tolerances may change (to extend a finished run, say).
 _IDENTITY = (
+    "runs",  # the problems of a nadam.minimize_many batch (None: one run)
     "method",
     "shape",
     "dtype",

@@ -11,7 +11,6 @@ step → project, with no conversion, copy or allocation of its own
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -38,12 +37,14 @@ from .assembly import (
     signature,
     windows,
 )
+from .loop.answer import answer
 from .loop.compiled import CompiledLoop
-from .loop.iteration import Parts
+from .loop.iteration import LoopArguments, Parts
 from .loop.objective import OutputCheck, readonly
 from .loop.runner import Runner
+from .loop.stages import Stages
 from .loop.state import NFEV, NJEV
-from .loop.status import Status, message
+from .loop.status import message
 from .loop.tracker import project, track
 from .optimizers import TrainEval
 from .rules import get_rule
@@ -169,6 +170,21 @@ class Minimizer:
         Python specialisation of :func:`~nadam.loop.iteration.iterate_template`."""
         return self._loop_fn
 
+    @property
+    def arguments(self) -> LoopArguments:
+        """The loop's arguments (the run's arrays, as the loop takes them)."""
+        return self._runner.arguments
+
+    @property
+    def problem(self) -> Problem:
+        """The run's validated inputs."""
+        return self._problem
+
+    @property
+    def stages(self) -> Stages | None:
+        """The run's windows (:mod:`nadam.loop.stages`), or None."""
+        return self._stages
+
     def state_dict(self) -> dict[str, Any]:
         """:meth:`RunState.export` of the run's state (call between chunks)."""
         return self.state.export()
@@ -207,35 +223,17 @@ class Minimizer:
 
     # -- the result -----------------------------------------------------------------
     def _finish(self, status: int, f: float, g: Any, what: str) -> OptimizeResult:
-        s, o, stages = self.state, self.settings, self._stages
-        x, elsewhere = s.x, False  # elsewhere: x is not an iterate the run evaluated
-        if g is None:  # no evaluation in this process (stopped at once after a resume)
-            f, elsewhere = math.nan, True
-        # A guarded step changed x after its last evaluation (see iteration.STEP_NONFINITE).
-        moved = status == Status.NONFINITE and what.startswith("the step")
-        # With windows, a full batch's answer is its lowest loss, minibatches' the best
-        # candidate (nadam.loop.stages).
-        at_best = o.return_best and s.best_f < math.inf and (moved or not f <= s.best_f)
-        if stages is not None and not stages.plan.noisy and status != Status.GTOL:
-            at_best = s.best_f < math.inf  # (x moved on after its last evaluation)
-        candidate = None if stages is None else stages.best
-        if at_best:
-            x, f, g, elsewhere = s.best_x, s.best_f, s.best_g, False
-        elif candidate is not None:
-            x, elsewhere = candidate, True
-        elif s.average is not None and status != Status.NONFINITE:
-            x, elsewhere = s.average, True  # the averaged iterate
-        elif isinstance(s.optimizer, TrainEval) and status != Status.NONFINITE:
-            x, elsewhere = s.optimizer.evaluation_point(), True  # schedule-free: x, not y
-        # Report the full objective at the answer, comparable with any other optimiser:
-        # evaluate again where the last evaluation was a batch's, at another point (an
-        # interrupted run's was before its last step; a guarded step moved x; the
-        # average; the evaluation point).
-        again = self._problem.stream is None and (
-            elsewhere
-            or (s.sampler is not None and (status != Status.NONFINITE or at_best))
-            or status == Status.INTERRUPTED
-            or (moved and not at_best)
+        s, o, opt = self.state, self.settings, self.state.optimizer
+        x, f, g, again = answer(
+            s,
+            status,
+            f,
+            g,
+            what,
+            return_best=o.return_best,
+            stages=self._stages,
+            evaluation_point=opt.evaluation_point if isinstance(opt, TrainEval) else None,
+            streamed=self._problem.stream is not None,
         )
         if again:
             f, g = self.parts.check(

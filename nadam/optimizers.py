@@ -54,6 +54,8 @@ __all__ = [
     "restart",
     "sharded_step",
     "optimizer_class",
+    "switch_coefficients",
+    "switch_point",
 ]
 
 NonFinite = Literal["raise", "skip", "ignore"]
@@ -298,8 +300,10 @@ class Optimizer(Snapshots):
         ``"guarded"``: ``step(p, g, s, hp, t, aux, h, avg, w) -> int``, the step
         of :func:`nadam.minimize`'s loops (:func:`nadam.kernels.cpu.guarded_stepper`).
         """
+        # In a child forked from a GNU OpenMP parent, the serial loop (the same bits).
         parallel = self._parallel and threads_module.threaded_ok()
-        step = self._steppers.get((kind, parallel))
+        key = kind if parallel == self._parallel else f"{kind}, serial"
+        step = self._steppers.get(key)
         if step is None:
             # cpu.stepper, cpu.checked_stepper, cpu.guarded_stepper, or the device's.
             name = "stepper" if kind == "plain" else f"{kind}_stepper"
@@ -307,7 +311,7 @@ class Optimizer(Snapshots):
                 step = getattr(self._device, name)(self.rule, self._flags)
             else:
                 step = getattr(cpu, name)(self.rule, self._flags, parallel, self._shared)
-            self._steppers[kind, parallel] = step
+            self._steppers[key] = step
         return step
 
     @property
@@ -657,17 +661,11 @@ class TrainEval(Optimizer):
     def _switch(self, p: Any, to_eval: bool) -> None:
         if self.t == 0:
             return
-        if to_eval and self._hp[4] == 0.0:
-            raise ValueError(
-                f"eval() needs {self.rule.arguments[1]} (beta1) > 0: with 0, the average is not "
-                "kept apart from z"
-            )
-        h = np.zeros(3, dtype=self._flat.dtype)
-        self.rule.switch_coefficients(self._hp, to_eval, h)
         if self._device is not None:
+            h = switch_coefficients(self.rule, self._hp, to_eval, self._flat.dtype)
             self._device.switcher(self.rule, self._flags)(p, self._state, h)
         else:
-            cpu.switch_kernel(self.rule, self._flags, self._parallel)(p, self._state, h)
+            switch_point(self.rule, self._flags, self._hp, self._state, p, to_eval, self._parallel)
 
     def step(self, grad: Any) -> None:
         if not self._train_mode:
@@ -693,6 +691,36 @@ class TrainEval(Optimizer):
             fail("state_dict['train_mode']", mode, "True or False", TypeError)
         super().load_state_dict(state_dict)
         self._train_mode = bool(mode)
+
+
+def switch_coefficients(rule: Rule, hp: np.ndarray, to_eval: bool, dtype: Any) -> np.ndarray:
+    """The coefficients of a schedule-free rule's switch between its training point y
+    and its evaluation point x (:meth:`TrainEval.eval`), in the parameters' dtype."""
+    if to_eval and hp[4] == 0.0:
+        raise ValueError(
+            f"eval() needs {rule.arguments[1]} (beta1) > 0: with 0, the average is not "
+            "kept apart from z"
+        )
+    h = np.zeros(3, dtype=dtype)
+    rule.switch_coefficients(hp, to_eval, h)
+    return h
+
+
+def switch_point(
+    rule: Rule,
+    flags: tuple,
+    hp: np.ndarray,
+    state: np.ndarray,
+    p: np.ndarray,
+    to_eval: bool,
+    parallel: bool = False,
+) -> None:
+    """Switch the host parameters ``p`` of a schedule-free rule (after its first step)
+    between the training and the evaluation point, in place, from its ``(k, n)`` state
+    and hyperparameters ``hp``: the arrays of a :class:`TrainEval` or of one run of
+    :func:`nadam.minimize_many`."""
+    h = switch_coefficients(rule, hp, to_eval, p.dtype)
+    cpu.switch_kernel(rule, flags, parallel)(p, state, h)
 
 
 def _signature(rule: Rule) -> inspect.Signature:

@@ -405,7 +405,7 @@ def test_patience_counts_the_evaluations_without_improvement(patience):
         scripted_losses([3.0] * 100),
         np.zeros(2),
         jac=True,
-        options={"lr": 0.1, "maxiter": 50, "patience": patience, "smoothing": 0.0},
+        options={"lr": 0.1, "maxiter": 50, "gtol": 0.0, "patience": patience, "smoothing": 0.0},
     )
     assert (res.status, res.nit, res.nfev) == (2, patience, patience + 1)
 
@@ -413,9 +413,10 @@ def test_patience_counts_the_evaluations_without_improvement(patience):
 @pytest.mark.parametrize(
     ("start", "ratio", "stalls"),
     [
-        # a relative improvement of 0.5e-4 per step is below min_delta = 1e-4 (though
-        # 0.05 in absolute terms): every step is a stall
-        (1000.0, 1 - 0.5e-4, True),
+        # a relative improvement of 1e-5 per step (5e-5 after five) stays below
+        # min_delta = 1e-4 of the best (though 0.01 per step in absolute terms): each
+        # step is a stall, and the fifth stops the run
+        (1000.0, 1 - 1e-5, True),
         # 2e-4 per step is above it (though 2e-7 in absolute terms): none is
         (1e-3, 1 - 2e-4, False),
     ],
@@ -425,7 +426,14 @@ def test_min_delta_is_relative_to_the_best_smoothed_loss(start, ratio, stalls):
         scripted_losses(start * ratio ** np.arange(100)),
         np.zeros(2),
         jac=True,
-        options={"lr": 0.1, "maxiter": 50, "patience": 5, "min_delta": 1e-4, "smoothing": 0.0},
+        options={
+            "lr": 0.1,
+            "maxiter": 50,
+            "gtol": 0.0,
+            "patience": 5,
+            "min_delta": 1e-4,
+            "smoothing": 0.0,
+        },
     )
     assert (res.status, res.nit) == ((2, 5) if stalls else (1, 50))
 

@@ -67,6 +67,7 @@ __all__ = [
     "prepare",
     "shared_mode",
     "split_stepper",
+    "start_threads",
     "stepper",
     "switch_kernel",
 ]
@@ -435,6 +436,12 @@ def _check_flags(rule: Rule, flags: tuple) -> tuple:
 
 
 @cache
+def _inlined(dispatcher):
+    """A copy of a rule's ``@njit`` host function that numba inlines into its caller."""
+    return numba.njit(inline="always")(dispatcher.py_func)
+
+
+@cache
 def _element(function, shared: str):
     """The element function ``function`` compiled for inlining, with the switches
     ``RAW_GRAD`` and ``RAW_PARAM`` of its module set for the shared mode."""
@@ -473,7 +480,7 @@ def loop(rule: Rule, flags: tuple, parallel: bool, shared: str, guarded: bool = 
     mode, or with ``guarded`` the loop of :func:`guarded_stepper`,
     ``loop(p, g, s, h, avg, w) -> int``."""
     if parallel:
-        _start_threads()
+        start_threads()
     template = _guarded_loop_template if guarded else _loop_template
     name = ("guarded_" if guarded else "loop_") + _variant_name(rule, flags, parallel, shared)
     bindings = {"_block": _block(rule, flags, shared, guarded), "_THREADED": parallel}
@@ -516,7 +523,7 @@ def first_pass(rule: Rule, flags: tuple = (), parallel: bool = False, shared: st
     if rule.accumulate is None:
         raise ValueError(f"rule {rule.name!r} has one pass")
     if parallel:
-        _start_threads()
+        start_threads()
     flags = _check_flags(rule, flags)
     block = numba.njit(error_model="numpy", nogil=True, fastmath={"reassoc"})(
         rebind(
@@ -538,7 +545,7 @@ def switch_kernel(rule: Rule, flags: tuple = (), parallel: bool = False):
     if rule.switch is None:
         raise ValueError(f"rule {rule.name!r} has one point: nothing to switch")
     if parallel:
-        _start_threads()
+        start_threads()
     flags = _check_flags(rule, flags)
     name = "switch_" + _variant_name(rule, flags, parallel)
     block = _compile(
@@ -566,10 +573,11 @@ def prepare(rule: Rule, flags: tuple, parallel: bool, shared: str):
     the loop that writes the parameters)."""
     two_pass = rule.accumulate is not None
     bindings = {
-        "_coefficients": rule.coefficients,
+        # Inlined (numba IR): a step compiles in one piece, not three.
+        "_coefficients": _inlined(rule.coefficients),
         "_TWO_PASS": two_pass,
         "_first": first_pass(rule, flags, parallel, shared) if two_pass else None,
-        "_finish": rule.finish,
+        "_finish": _inlined(rule.finish) if two_pass else None,
         **_sizes(rule, flags),
     }
     name = "prepare_" + _variant_name(rule, flags, parallel, shared)
@@ -579,7 +587,7 @@ def prepare(rule: Rule, flags: tuple, parallel: bool, shared: str):
 def _stepper(template, prefix: str, rule, flags, parallel, shared):
     flags = _check_flags(rule, flags)
     if parallel:
-        _start_threads()
+        start_threads()
     bindings = {
         # Inlined (numba IR): one compiled function fewer on the way to the first step.
         "_prepare": numba.njit(inline="always")(prepare(rule, flags, parallel, shared).py_func),
@@ -674,7 +682,8 @@ def all_finite(x):
     return all_finite_serial(x)
 
 
-def _start_threads() -> None:
+def start_threads() -> None:
+    """Load the threading layer and start its threads (before handing out a prange loop)."""
     # numba 0.68 links a prange loop read from its cache into a caller without
     # loading the threading layer: compiling the caller then fails ("LLVM ERROR:
     # Symbol not found: allocate_sched"), and a caller read from the cache crashed

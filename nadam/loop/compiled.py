@@ -162,6 +162,12 @@ def _evaluate_split_template(xv, args):
     return _fun(xv, *args), _jac(xv, *args)  # noqa: F821
 
 
+def _evaluated(xv, fg):
+    # The evaluation was made outside the loop (nadam.minimize_many's vectorised form):
+    # its arguments are the values (f, g).
+    return fg
+
+
 def _advance_template(x, g, s, hp, aux, h, lo, hi, avg, sched, ctr, ctl):
     # One step from the gradient g, as Optimizer.advance takes it: the schedule's
     # rate for step t, the rule's coefficients (and first pass), its guarded loop
@@ -172,8 +178,9 @@ def _advance_template(x, g, s, hp, aux, h, lo, hi, avg, sched, ctr, ctl):
     if sched is not None:
         kind, params, state = sched
         hp[rules.LR] = schedules.evaluate(kind, params, state, t)
-    _prepare(x, g.ravel(), s, hp, t, aux, h)  # noqa: F821
-    bad = _guarded(x, g.ravel(), s, h, avg, weight)  # noqa: F821
+    flat = g.ravel()
+    _prepare(x, flat, s, hp, t, aux, h)  # noqa: F821
+    bad = _guarded(x, flat, s, h, avg, weight)  # noqa: F821
     ctl[T] = t
     if lo is not None:
         tracker.project(x, lo, hi)
@@ -233,7 +240,11 @@ def driver(
     """The driver of ``fun`` (``jac`` None when ``fun`` returns ``(f, g)``) for the
     optimizer ``opt``'s variant, ``sampled`` arrays to gather batches of, a stateful
     schedule (``observe``), a callback and the averaging; compiled lazily and cached
-    on disk when the objective is."""
+    on disk when the objective is.
+
+    ``fun`` None: a driver whose arguments are the evaluation ``(f, g)`` at the
+    iterate, made outside (:func:`nadam.minimize_many`'s vectorised form).
+    """
     rule, flags, parallel, shared = opt.variant
     key = (
         fun,
@@ -250,7 +261,8 @@ def driver(
     )
     if key in _DRIVERS:
         return _DRIVERS[key]
-    prints = [_fingerprint(fun)] + ([] if jac is None else [_fingerprint(jac)])
+    prints = [] if fun is None else [_fingerprint(fun)]
+    prints += [] if jac is None else [_fingerprint(jac)]
     cached = None not in prints and rule.cacheable
     shape = (
         f"{rule.name}{flags}{parallel}{shared}{sampled}{observe}{callback}{average}{average_beta}"
@@ -258,12 +270,14 @@ def driver(
     digest = hashlib.sha256("\0".join([_SOURCES, rule.digest, shape, *map(str, prints)]).encode())
     # Without a cache, the name only needs to be unique in this process.
     tag = digest.hexdigest()[:16] if cached else f"{id(fun):x}_{id(jac):x}_{len(_DRIVERS)}"
-    name = f"{fun.py_func.__name__}_{rule.name}_{tag}"
+    name = f"{'evaluated' if fun is None else fun.py_func.__name__}_{rule.name}_{tag}"
     # The parts are inlined into the driver: a compiled call costs reference
     # counting per array argument, which small steps notice, and inlined parts
     # compile faster than separate functions.  (A prange loop runs threads and
     # stays a call; its steps are long anyway.)
-    if jac is None:
+    if fun is None:
+        evaluate = _evaluated
+    elif jac is None:
         evaluate = rebind(_evaluate_pair_template, f"evaluate_{name}", _fun=fun)
     else:
         evaluate = rebind(_evaluate_split_template, f"evaluate_{name}", _fun=fun, _jac=jac)

@@ -35,7 +35,7 @@ from .state import NFEV, RunState
 from .status import Status
 from .tracker import EMA
 
-__all__ = ["SIGNALS", "TARGET_SECONDS", "Boundary", "Preemption", "Runner"]
+__all__ = ["SIGNALS", "TARGET_SECONDS", "Boundary", "Preemption", "Runner", "outcome"]
 
 #: Wall time a chunk aims at once its size has adapted.
 TARGET_SECONDS = 0.05
@@ -104,6 +104,24 @@ class Preemption:
             signal.raise_signal(signum)
             return
         self.pending.append(signum)
+
+
+def outcome(code: int, f: float, g: Any, nit: int, last: tuple) -> tuple:
+    """The outcome ``(status, f, g, what)`` of a loop call that returned ``code`` (not
+    CONTINUE) with the loss ``f`` and the kept gradient ``g`` at iteration ``nit``;
+    ``last`` is the run's latest evaluation (what a stream's end reports)."""
+    if code == Status.NONFINITE:
+        what = "gradient" if math.isfinite(f) else "objective"
+        return (code, f, g, f"the {what} is not finite at iteration {nit}")
+    if code == STEP_NONFINITE:
+        what = (
+            f"the step to iteration {nit} gave non-finite values, which were not written: "
+            "x holds the last finite value of each element"
+        )
+        return (Status.NONFINITE, f, g, what)
+    if code == Status.STREAM_END:
+        f, g = last
+    return (int(code), f, g, "")
 
 
 class Windows(Protocol):
@@ -296,19 +314,7 @@ class Runner:
 
     def _outcome(self, code: int, f: float) -> tuple:
         s = self.state
-        g = self.kept_gradient(self.arguments.kept)
-        if code == Status.NONFINITE:
-            what = "gradient" if math.isfinite(f) else "objective"
-            return (code, f, g, f"the {what} is not finite at iteration {s.nit}")
-        if code == STEP_NONFINITE:
-            what = (
-                f"the step to iteration {s.nit} gave non-finite values, which were not written: "
-                "x holds the last finite value of each element"
-            )
-            return (Status.NONFINITE, f, g, what)
-        if code == Status.STREAM_END:
-            f, g = s.last
-        return (int(code), f, g, "")
+        return outcome(code, f, self.kept_gradient(self.arguments.kept), s.nit, s.last)
 
     def _size_history(self, rows: int) -> None:
         # A row per evaluation of this call (option history), grown with the chunks.

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from ..optimizers import restart
+from ..optimizers import restart as restart_moments
 from .state import NFEV, NJEV, ORIGIN, RunState
 from .status import Status
 from .tracker import BEST_F, PROGRESS
@@ -196,6 +196,10 @@ class Stages:
         Where the run started (adapt mode: where it goes back to before it has a best point).
     evaluation_rows : int or None
         Rows in the evaluation set (for the message).
+    set_lr, restart : callable or None
+        ``set_lr(lr)`` sets the step size, ``restart()`` starts the moment estimates
+        afresh; by default, of ``state.optimizer`` (:func:`nadam.optimizers.restart`).
+        :func:`nadam.minimize_many` gives those of one problem's rows.
     """
 
     def __init__(
@@ -205,9 +209,13 @@ class Stages:
         score: Callable[[Any], float] | None = None,
         origin: Any = None,
         evaluation_rows: int | None = None,
+        set_lr: Callable[[float], None] | None = None,
+        restart: Callable[[], None] | None = None,
     ):
         self.plan, self.state = plan, state
         self._score, self._origin, self._rows = score, origin, evaluation_rows
+        self._set_lr = set_lr or (lambda lr: setattr(state.optimizer, "lr", lr))
+        self._restart = restart or (lambda: restart_moments(state.optimizer))
 
     def steps_to_boundary(self, nit: int, steps: int | None) -> int:
         """Steps to the end of the window, or ``steps`` if fewer."""
@@ -258,7 +266,7 @@ class Stages:
             return False
         v[DIVERGED] += 1
         self._set_step(v[STEP] * BLOWUP)
-        restart(self.state.optimizer)
+        self._restart()
         self._restart_stage()
         v[START] = self.state.nit
         return True
@@ -271,7 +279,7 @@ class Stages:
 
     def _set_step(self, lr: float) -> None:
         self.state.stages[STEP] = lr
-        self.state.optimizer.lr = lr
+        self._set_lr(lr)
 
     def _restart_stage(self) -> None:
         # Back to the best point; a new stage (and average) starts there.
