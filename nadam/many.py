@@ -179,13 +179,8 @@ def _on_dask(fun, x0, args, method, jac, bounds, options) -> OptimizeResult:
             for i, a in enumerate(args)
             if (_is_dask(a) or isinstance(a, np.ndarray)) and np.ndim(a) >= 1 and a.shape[0] == runs
         ]
-    options["per_problem"] = list(chosen)
-    for i in _indices(chosen, args):
-        if args[i].shape[0] != runs:
-            raise ValueError(
-                f"args[{i}] has {args[i].shape[0]} rows; a per-problem argument needs one row "
-                f"per problem: {runs} (x0's first dimension)"
-            )
+    options["per_problem"] = _indices(chosen, args)
+    _check_rows(args, options["per_problem"], runs)
     shared = {i: dask.delayed(a) for i, a in enumerate(args) if i not in options["per_problem"]}
     box = None
     if bounds is not None:
@@ -222,27 +217,21 @@ def _per_problem(args: tuple, runs: int, chosen: Any) -> tuple[str, ...]:
             PER_RUN if isinstance(a, np.ndarray) and a.ndim >= 1 and len(a) == runs else SHARED
             for a in args
         )
-    if isinstance(chosen, (str, bytes)) or not isinstance(chosen, Sequence):
-        fail("options['per_problem']", chosen, "a sequence of indices into args", TypeError)
-    picked = set()
-    for i in chosen:
-        if (
-            isinstance(i, bool)
-            or not isinstance(i, (int, np.integer))
-            or not -len(args) <= i < len(args)
-        ):
-            fail("options['per_problem']", chosen, f"indices into args (0 to {len(args) - 1})")
-        picked.add(int(i) % len(args))
-    for i in sorted(picked):
-        a = args[i]
-        rows = len(a) if isinstance(a, np.ndarray) and a.ndim >= 1 else None
-        if rows != runs:
-            have = "is not an array" if rows is None else f"has {rows} rows"
+    picked = _indices(chosen, args)
+    _check_rows(args, picked, runs)
+    return tuple(PER_RUN if i in picked else SHARED for i in range(len(args)))
+
+
+def _check_rows(args: tuple, picked: list[int], runs: int) -> None:
+    """Raise ``ValueError`` unless each per-problem argument (NumPy or Dask) has ``runs`` rows."""
+    for i in picked:
+        shape = getattr(args[i], "shape", ())
+        if len(shape) == 0 or shape[0] != runs:
+            have = "is not an array" if len(shape) == 0 else f"has {shape[0]} rows"
             raise ValueError(
                 f"args[{i}] {have}; a per-problem argument needs one row per problem: "
                 f"{runs} (x0's first dimension)"
             )
-    return tuple(PER_RUN if i in picked else SHARED for i in range(len(args)))
 
 
 def _indices(chosen: Any, args: tuple) -> list[int]:
@@ -398,16 +387,25 @@ class _Batch(_Checkpointed):
         # The compiled loop for an @njit objective (its error says why not); none for
         # a vectorised one, whose evaluations are made here.
         opts["compiled"] = not self.vectorized
-        self.first = Minimizer(
-            fun,
-            x[0],
-            first,
-            method,
-            True,
-            None if box is None else Bounds(box[0][0], box[1][0]),
-            options=opts,
-            _stacklevel=4,
-        )
+        try:
+            self.first = Minimizer(
+                fun,
+                x[0],
+                first,
+                method,
+                True,
+                None if box is None else Bounds(box[0][0], box[1][0]),
+                options=opts,
+                _stacklevel=4,
+            )
+        except (TypeError, ValueError) as exc:
+            prefix = "option compiled=True: "
+            if not str(exc).startswith(prefix):
+                raise
+            raise type(exc)(
+                "minimize_many runs an @njit objective in compiled code, or a vectorised one "
+                f"(options={{'vectorized': True}}): {str(exc)[len(prefix) :]}"
+            ) from exc.__cause__
         m, opt = self.first, self.first.state.optimizer
         self.settings = m.settings
         slots = list(opt.state)
