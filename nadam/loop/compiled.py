@@ -48,6 +48,7 @@ from numba.core.caching import NullCache
 from numba.core.errors import NumbaError
 from numba.core.registry import CPUDispatcher
 from numba.core.serialize import dumps
+from numba.extending import overload
 
 from .. import rules, sampling, schedules
 from .._specialise import rebind, source_digest
@@ -138,6 +139,20 @@ def _output(out, xv, nit):
     return float(out[0]), g, CONTINUE if g.shape == xv.shape else BAD_OUTPUT
 
 
+def _flat(a):
+    """``a.ravel()``; for a 1-D array, ``a`` itself: ravel would call numba's reshape
+    helper (a C call) and take a reference at every step (the compiled loop of a small
+    problem steps 1.6-2.6x faster without them: SGD, 3 parameters)."""
+    return a.ravel()
+
+
+@overload(_flat, inline="always")
+def _flat_overload(a):
+    if a.ndim == 1:
+        return lambda a: a
+    return lambda a: a.ravel()
+
+
 @numba.njit(inline="always")
 def _observe(sched, ema):
     kind, params, state = sched
@@ -178,7 +193,7 @@ def _advance_template(x, g, s, hp, aux, h, lo, hi, avg, sched, ctr, ctl):
     if sched is not None:
         kind, params, state = sched
         hp[rules.LR] = schedules.evaluate(kind, params, state, t)
-    flat = g.ravel()
+    flat = _flat(g)
     _prepare(x, flat, s, hp, t, aux, h)  # noqa: F821
     bad = _guarded(x, flat, s, h, avg, weight)  # noqa: F821
     ctl[T] = t
