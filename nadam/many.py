@@ -20,6 +20,7 @@ import os
 import signal
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -42,7 +43,6 @@ from .loop.tracker import project
 from .minimizer import Minimizer
 from .optimizers import TrainEval, switch_point
 from .threads import get_threads
-from .threads import use as use_threads
 
 __all__ = ["minimize_many"]
 
@@ -430,6 +430,8 @@ class _Batch(_Checkpointed):
             self.batch = Batch.of(a, x, box, from_params, args)
             self.run_loop = batched_driver(m.loop.driver, self.spec, a.sched is not None)
         self.stage_arrays, self.windows = _row_windows(self.batch, m, restart_slots)
+        self.threads = opt.threads or get_threads()
+        self.pool: ThreadPoolExecutor | None = None  # during run(), with threads > 1
         self.out = OptimizeResult(
             x=np.empty_like(x),
             fun=np.full(runs, math.nan),
@@ -463,8 +465,8 @@ class _Batch(_Checkpointed):
             from tqdm.auto import tqdm
 
             bar = tqdm(total=runs, initial=runs - active.size, unit="fit", dynamic_ncols=True)
-        use_threads(self.first.state.optimizer.threads or get_threads())
         chunk, pending = 1, []
+        self.pool = ThreadPoolExecutor(self.threads) if self.threads > 1 else None
         try:
             with Preemption(pending):
                 while active.size and not pending:
@@ -502,6 +504,8 @@ class _Batch(_Checkpointed):
                 ckpt.write(self)
             raise exc.__cause__ from None
         finally:
+            if self.pool is not None:
+                self.pool.shutdown()
             if bar is not None:
                 bar.close()
         out = self.out
@@ -533,7 +537,17 @@ class _Batch(_Checkpointed):
             except Exception as exc:
                 raise _AtBoundary from exc
             B.args = (F, G)
-        self.run_loop(active, codes, fs, *B.values())
+        values = B.values()
+        if self.pool is None or len(active) == 1:
+            self.run_loop(0, 1, active, codes, fs, *values)
+        else:  # each thread every threads-th problem (the batched driver releases the GIL)
+            step = self.threads
+            tasks = [
+                self.pool.submit(self.run_loop, k, step, active, codes, fs, *values)
+                for k in range(step)
+            ]
+            for task in tasks:
+                task.result()
         if self.vectorized:
             B.args = (None, None)
         bad = active[codes[active] == BAD_OUTPUT]

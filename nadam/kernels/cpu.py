@@ -67,7 +67,6 @@ __all__ = [
     "prepare",
     "shared_mode",
     "split_stepper",
-    "start_threads",
     "stepper",
     "switch_kernel",
 ]
@@ -480,7 +479,7 @@ def loop(rule: Rule, flags: tuple, parallel: bool, shared: str, guarded: bool = 
     mode, or with ``guarded`` the loop of :func:`guarded_stepper`,
     ``loop(p, g, s, h, avg, w) -> int``."""
     if parallel:
-        start_threads()
+        _start_threads()
     template = _guarded_loop_template if guarded else _loop_template
     name = ("guarded_" if guarded else "loop_") + _variant_name(rule, flags, parallel, shared)
     bindings = {"_block": _block(rule, flags, shared, guarded), "_THREADED": parallel}
@@ -523,7 +522,7 @@ def first_pass(rule: Rule, flags: tuple = (), parallel: bool = False, shared: st
     if rule.accumulate is None:
         raise ValueError(f"rule {rule.name!r} has one pass")
     if parallel:
-        start_threads()
+        _start_threads()
     flags = _check_flags(rule, flags)
     block = numba.njit(error_model="numpy", nogil=True, fastmath={"reassoc"})(
         rebind(
@@ -545,7 +544,7 @@ def switch_kernel(rule: Rule, flags: tuple = (), parallel: bool = False):
     if rule.switch is None:
         raise ValueError(f"rule {rule.name!r} has one point: nothing to switch")
     if parallel:
-        start_threads()
+        _start_threads()
     flags = _check_flags(rule, flags)
     name = "switch_" + _variant_name(rule, flags, parallel)
     block = _compile(
@@ -587,7 +586,7 @@ def prepare(rule: Rule, flags: tuple, parallel: bool, shared: str):
 def _stepper(template, prefix: str, rule, flags, parallel, shared):
     flags = _check_flags(rule, flags)
     if parallel:
-        start_threads()
+        _start_threads()
     bindings = {
         # Inlined (numba IR): one compiled function fewer on the way to the first step.
         "_prepare": numba.njit(inline="always")(prepare(rule, flags, parallel, shared).py_func),
@@ -682,7 +681,7 @@ def all_finite(x):
     return all_finite_serial(x)
 
 
-def start_threads() -> None:
+def _start_threads() -> None:
     """Load the threading layer and start its threads (before handing out a prange loop)."""
     # numba 0.68 links a prange loop read from its cache into a caller without
     # loading the threading layer: compiling the caller then fails ("LLVM ERROR:

@@ -4,10 +4,13 @@ The runs share the objective, the optimizer's variant and the options; each has
 its own rows of stacked arrays: row ``b`` of every array of :class:`Batch` is run
 ``b``'s :class:`~nadam.loop.iteration.LoopArguments`.  A *batched driver* calls
 the compiled loop of :mod:`nadam.loop.compiled` (the very iterations of
-:func:`~nadam.loop.iteration.iterate_template`) on the rows of each active run,
-the runs spread over the threads (each thread runs whole runs, so each run's
-numbers do not depend on the thread count), until each reaches its own
-``ctl[END]`` or stops.  A run is one row of each array, so a run of the batch
+:func:`~nadam.loop.iteration.iterate_template`) on the rows of active runs
+``start, start + step, ...`` until each reaches its own ``ctl[END]`` or stops;
+it releases the GIL, so that ``step`` Python threads, each calling it with its own
+``start``, run the batch on as many cores.  Each run is taken whole by one thread,
+so its numbers do not depend on the thread count.  (Python threads rather than a
+``prange``: the batched driver then compiles in a fraction of the time, as a plain
+loop around a call of the compiled loop.)  A run is one row of each array, so a run of the batch
 computes exactly what :func:`nadam.minimize` computes for it alone.
 
 The loop is given either the objective (an ``@njit`` function, evaluated inside
@@ -27,7 +30,6 @@ import numpy as np
 from numba.core.caching import NullCache
 
 from .._specialise import rebind
-from ..kernels.cpu import PARALLEL, start_threads
 from .iteration import LoopArguments
 from .objective import readonly
 
@@ -67,11 +69,10 @@ def _picker(spec: tuple[str, ...]) -> Any:
 
 
 def _batched_template(
-    active, codes, fs, xv, x, args, lo, hi, best_x, best_g, avg, tr, ctr, ctl, s, hp, aux, h,
-    schedule, kept,
+    start, step, active, codes, fs, xv, x, args, lo, hi, best_x, best_g, avg, tr, ctr, ctl, s,
+    hp, aux, h, schedule, kept,
 ):  # fmt: skip
-    # (Not "sched": numba names an argument of the function it makes of a prange so.)
-    for k in numba.prange(active.shape[0]):
+    for k in range(start, active.shape[0], step):
         b = active[k]
         code, f = _drive(  # noqa: F821 (bound by rebind)
             xv[b],
@@ -105,20 +106,18 @@ def batched_driver(drive: Any, spec: tuple[str, ...], scheduled: bool) -> Any:
     """The batched driver of the compiled loop ``drive`` for arguments reaching each run
     as ``spec`` says (:data:`PER_RUN`, :data:`PER_ACTIVE`, :data:`SHARED`), with a
     stateful schedule or not (``scheduled``):
-    ``run(active, codes, fs, *batch.values())``, each active run's outcome ``(code, f)``
-    written to ``codes[b]``, ``fs[b]``.  Cached on disk when ``drive`` is."""
+    ``run(start, step, active, codes, fs, *batch.values())`` runs ``active[start::step]``,
+    each one's outcome ``(code, f)`` written to ``codes[b]``, ``fs[b]``.  Cached on disk
+    when ``drive`` is."""
     key = (drive, spec, scheduled)
     if key not in _BATCHED:
-        start_threads()
         # drive's name carries the digest of everything it binds (nadam.loop.compiled).
         shape = "".join(how or "s" for how in spec) + ("_scheduled" if scheduled else "")
         name = f"batched_{drive.py_func.__name__}_{shape}"
         sched = _schedule_row if scheduled else _no_schedule
         fn = rebind(_batched_template, name, _drive=drive, _pick=_picker(spec), _sched=sched)
         cached = not isinstance(drive._cache, NullCache)
-        _BATCHED[key] = numba.njit(
-            parallel=PARALLEL, cache=cached, nogil=True, error_model="numpy"
-        )(fn)
+        _BATCHED[key] = numba.njit(cache=cached, nogil=True, error_model="numpy")(fn)
     return _BATCHED[key]
 
 
