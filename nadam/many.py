@@ -142,6 +142,9 @@ def minimize_many(
     return _Batch(fun, x0, args, method, jac, bounds, options).run()
 
 
+#: Problem-iterations of a call of the batched loop from which it is spread over threads.
+_THREADED_WORK = 20_000
+
 #: The fields of a result that have a row per problem, in the order _solve gives them.
 _FIELDS = ("x", "fun", "jac", "nit", "nfev", "njev", "status", "success", "message")
 
@@ -538,7 +541,10 @@ class _Batch(_Checkpointed):
                 raise _AtBoundary from exc
             B.args = (F, G)
         values = B.values()
-        if self.pool is None or len(active) == 1:
+        steps = int(np.max(B.ctl[active, END] - B.ctr[active, NIT]))
+        # Threads for calls with work enough to pay for their hand-off (~0.1 ms): not the
+        # vectorised form's single iterations of a few thousand problems.
+        if self.pool is None or len(active) * steps < _THREADED_WORK:
             self.run_loop(0, 1, active, codes, fs, *values)
         else:  # each thread every threads-th problem (the batched driver releases the GIL)
             step = self.threads
