@@ -21,7 +21,7 @@ every active run, evaluated by the caller for all of them at once
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any
 
@@ -193,23 +193,6 @@ class Batch:
         )
 
     def values(self) -> tuple:
-        """The arrays in the batched driver's order (after ``active, codes, fs``)."""
-        return (
-            self.xv,
-            self.x,
-            self.args,
-            self.lo,
-            self.hi,
-            self.best_x,
-            self.best_g,
-            self.avg,
-            self.tr,
-            self.ctr,
-            self.ctl,
-            self.s,
-            self.hp,
-            self.aux,
-            self.h,
-            self.sched,
-            self.kept,
-        )
+        """The arrays in the batched driver's order (after ``start, step, active, codes,
+        fs``): the fields' order, which is the contract."""
+        return tuple(getattr(self, f.name) for f in fields(self))

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -316,25 +316,5 @@ class LoopArguments:
         )
 
     def values(self) -> tuple:
-        """The arguments as a tuple, in the template's order."""
-        return (
-            self.xv,
-            self.x,
-            self.args,
-            self.draw,
-            self.lo,
-            self.hi,
-            self.best_x,
-            self.best_g,
-            self.avg,
-            self.tr,
-            self.ctr,
-            self.ctl,
-            self.s,
-            self.hp,
-            self.aux,
-            self.h,
-            self.sched,
-            self.hist,
-            self.kept,
-        )
+        """The arguments as a tuple, in the template's order: the fields' order."""
+        return tuple(getattr(self, f.name) for f in fields(self))
