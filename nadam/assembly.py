@@ -325,7 +325,12 @@ def choose_loop(
         With ``compiled=True``, saying why the run cannot be compiled.
     """
     o, view, box = problem.settings, problem.view, problem.box
-    python = python_loop(state, parts), LoopArguments.of(state, view, box), _first_item
+    sched = state.schedule
+    # (The Python loop reads the schedule through the optimizer; its arguments still
+    # hold the schedule's arrays, as a batch of runs of this one takes them.)
+    arrays = None if sched is None else (sched.kind, sched.params, sched.state)
+    python_arguments = LoopArguments.of(state, view, box, sched=arrays)
+    python = python_loop(state, parts), python_arguments, _first_item
     if o.compiled is True and o.comm is not None:
         raise ValueError(
             "option compiled=True cannot be combined with option comm: the ranks' sums "
@@ -338,7 +343,7 @@ def choose_loop(
         if o.compiled is True:
             raise problem_.error(f"option compiled=True: {problem_}") from None
         return python
-    sched, sampler = state.schedule, state.sampler
+    sampler = state.sampler
     draw, args = None, problem.args
     if sampler is not None:
         pairs = tuple(
@@ -351,7 +356,7 @@ def choose_loop(
         box,
         args,
         draw,
-        None if sched is None else (sched.kind, sched.params, sched.state),
+        arrays,
         np.empty(state.x.size, state.x.dtype),
     )
     options = {
