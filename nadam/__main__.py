@@ -366,6 +366,7 @@ def warmup(
     """
     import nadam
     from nadam.kernels.cpu import PARALLEL_THRESHOLD
+    from nadam.kernels.tiered import wait
     from nadam.rules import RULES, get_rule
     from nadam.threads import get_threads
 
@@ -385,6 +386,7 @@ def warmup(
             for n in sizes:
                 x = np.ones(n, dtype)
                 cls(x).step(np.ones(n, dtype))
+                wait()  # the threaded step, compiled in the background
             nadam.minimize(
                 _quadratic, np.ones(4, dtype), method=name, jac=True, options={"maxiter": 1}
             )

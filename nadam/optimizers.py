@@ -39,6 +39,7 @@ from ._checks import check_choice, check_int, fail, type_name
 from .device import DeviceArrays
 from .kernels import cpu
 from .kernels import cuda as ck
+from .kernels.tiered import Tiered
 from .rules import RULES, Rule, get_rule
 
 __all__ = [
@@ -299,6 +300,8 @@ class Optimizer(Snapshots):
         same returning False (and touching nothing) for a non-finite ``g``;
         ``"guarded"``: ``step(p, g, s, hp, t, aux, h, avg, w) -> int``, the step
         of :func:`nadam.minimize`'s loops (:func:`nadam.kernels.cpu.guarded_stepper`).
+        A threaded step runs its serial twin (the same bits) until it is compiled, in
+        the background (:class:`nadam.kernels.tiered.Tiered`).
         """
         # In a child forked from a GNU OpenMP parent, the serial loop (the same bits).
         parallel = self._parallel and threads_module.threaded_ok()
@@ -310,7 +313,10 @@ class Optimizer(Snapshots):
             if self._device is not None:
                 step = getattr(self._device, name)(self.rule, self._flags)
             else:
-                step = getattr(cpu, name)(self.rule, self._flags, parallel, self._shared)
+                make = getattr(cpu, name)
+                step = make(self.rule, self._flags, parallel, self._shared)
+                if parallel:  # the serial step while the threaded one compiles
+                    step = Tiered(step, make(self.rule, self._flags, False, self._shared))
             self._steppers[key] = step
         return step
 

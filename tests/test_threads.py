@@ -18,6 +18,7 @@ from conftest import CLASSES, combo_id, grad, opts_variants, problem
 import nadam
 from nadam import threads
 from nadam.kernels import cpu
+from nadam.kernels.tiered import Tiered, wait
 
 ROOT = Path(__file__).resolve().parent.parent
 N = 3 * cpu.PARALLEL_THRESHOLD + 12_345  # threaded, several blocks, a ragged last one
@@ -36,8 +37,12 @@ def test_every_rule_gives_the_same_bits_with_one_and_two_threads(variant, dtype)
         x = x0.copy()
         opt = CLASSES[name](x, threads=n_threads, **kw)
         assert opt.variant[2] is (n_threads == 2) and opt.threads == n_threads
-        for _ in range(4):
+        opt.step(grad(x, a))  # (serial while the threaded step compiles)
+        wait()
+        for _ in range(3):
             opt.step(grad(x, a))
+        if n_threads == 2:
+            assert opt.stepper("checked").ready  # the last steps ran threaded
         runs.append((x, opt.state_dict()))
     (x1, s1), (x2, s2) = runs
     assert x1.tobytes() == x2.tobytes()
@@ -130,3 +135,47 @@ def test_the_threading_layer_is_tbb_where_the_package_is_installed():
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120
     )
     assert out.stdout.strip().splitlines()[-1] == "tbb", out.stderr[-2000:]
+
+
+class _Step:
+    """A stand-in for a compiled step: records its calls; ``compile`` waits for ``go``."""
+
+    def __init__(self, name, calls, go=None, fails=False):
+        self.name, self.calls, self.go, self.fails = name, calls, go, fails
+        self.overloads = {}
+
+    def __call__(self, *args):
+        self.calls.append(self.name)
+        return self.name
+
+    def compile(self, signature):
+        if self.go is not None:
+            self.go.wait()
+        if self.fails:
+            raise RuntimeError("no threads here")
+        self.overloads[signature] = True
+
+
+def test_the_serial_step_runs_until_the_threaded_one_is_compiled():
+    import threading
+
+    calls, go = [], threading.Event()
+    step = Tiered(_Step("threaded", calls, go), _Step("serial", calls))
+    args = (np.zeros(3), 1)
+    assert step(*args) == "serial" and not step.ready  # compiling in the background
+    assert step(*args) == "serial"
+    go.set()
+    wait()
+    assert step.ready and step(*args) == "threaded"
+    assert calls == ["serial", "serial", "threaded"]
+
+
+def test_a_threaded_step_compiled_already_runs_at_once_and_a_failed_one_never():
+    calls = []
+    threaded = _Step("threaded", calls)
+    threaded.overloads[(numba.typeof(np.zeros(3)), numba.typeof(1))] = True
+    assert Tiered(threaded, _Step("serial", calls))(np.zeros(3), 1) == "threaded"
+    failing = Tiered(_Step("threaded", calls, fails=True), _Step("serial", calls))
+    failing(np.zeros(3), 1)
+    wait()
+    assert not failing.ready and failing(np.zeros(3), 1) == "serial"
