@@ -17,7 +17,9 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["rebind", "source_digest"]
+from numba.core.registry import CPUDispatcher
+
+__all__ = ["rebind", "retarget", "source_digest"]
 
 
 def rebind(template: Callable, name: str | None = None, **bindings: Any) -> types.FunctionType:
@@ -60,3 +62,39 @@ def source_digest(*objects: Any, length: int = 10) -> str:
         except (OSError, TypeError):  # defined in a REPL: the code object stands in
             h.update(repr(getattr(obj, "__code__", obj)).encode())
     return h.hexdigest()[:length]
+
+
+def _names(code: types.CodeType) -> set[str]:
+    # The global names a function's code (and the code nested in it) reads.
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _names(const)
+    return names
+
+
+def retarget(fn: Any, jit: Callable, replace: dict | None = None, _done: dict | None = None) -> Any:
+    """``fn`` (a plain function or a numba dispatcher) compiled with ``jit`` (for
+    example ``numba.cuda.jit(device=True)``), with every function it calls through a
+    global name retargeted the same way, all the way down, except those that
+    ``replace`` maps to a replacement (original -> function for the target).
+
+    The compiled pieces of the CPU loops are then the pieces of a device loop: the
+    same code, so the same operations, for another target.  Functions are copied
+    (:func:`rebind`), never changed, and each is retargeted once per call.
+    """
+    done = {} if _done is None else _done
+    if not done and replace:
+        done.update({id(getattr(k, "py_func", k)): v for k, v in replace.items()})
+    py = getattr(fn, "py_func", fn)
+    if id(py) in done:
+        return done[id(py)]
+    changed = {}
+    for name in _names(py.__code__):
+        value = py.__globals__.get(name)
+        # Plain functions and CPU dispatchers; not the target's own functions (a
+        # device objective) nor builtins.
+        if isinstance(value, (types.FunctionType, CPUDispatcher)):
+            changed[name] = retarget(value, jit, None, done)
+    done[id(py)] = out = jit(rebind(py, py.__name__, **changed))
+    return out

@@ -6,7 +6,8 @@ windows, step count) whose state is one row of stacked arrays
 from the first problem (:class:`nadam.Minimizer`), and iterated together: the
 compiled loop of an ``@njit`` objective runs whole problems on each thread; a
 vectorised objective evaluates the still-active problems at once and the compiled
-loop then takes one iteration of each.  A problem that stops is frozen (no more
+loop then takes one iteration of each; on a GPU, the compiled loop's parts
+retargeted to CUDA run one problem per CUDA thread.  A problem that stops is frozen (no more
 evaluations or steps).  Between calls of the loop, at iteration boundaries, each
 problem's windows act (:mod:`nadam.loop.stages`) and the problems that stopped
 get their answer (:func:`nadam.loop.answer.answer`): what :func:`nadam.minimize`
@@ -32,7 +33,7 @@ from .arguments import as_x0, parse_bounds
 from .assembly import identity
 from .loop import compiled
 from .loop.answer import answer
-from .loop.batched import PER_ACTIVE, PER_RUN, SHARED, Batch, batched_driver
+from .loop.batched import PER_ACTIVE, PER_RUN, SHARED, Batch, DeviceLoop, batched_driver
 from .loop.iteration import BAD_OUTPUT, CONTINUE, END, T
 from .loop.objective import readonly
 from .loop.runner import TARGET_SECONDS, Preemption, outcome
@@ -50,7 +51,6 @@ __all__ = ["minimize_many"]
 _UNSUPPORTED = {
     "batch_size": "each problem's data are its own rows of args: give the full batch",
     "comm": "spread the problems over the ranks instead (each rank a minimize_many)",
-    "device": "the batch runs on the CPU",
     "history": "a batch does not record histories",
 }
 
@@ -78,7 +78,10 @@ def minimize_many(
         threads (each thread runs whole problems).  With the option
         ``vectorized``, ``fun(X, *args) -> (F, G)`` evaluates ``k`` problems at
         once: ``X`` of shape ``(k, n)``, each per-problem argument sliced to the
-        same ``k`` rows, ``F`` of shape ``(k,)`` and ``G`` of shape ``(k, n)``.
+        same ``k`` rows, ``F`` of shape ``(k,)`` and ``G`` of shape ``(k, n)``.  With
+        the option ``device="cuda"``, ``fun(x, g, *args_b) -> f``, a
+        ``@numba.cuda.jit(device=True)`` function that writes the gradient into ``g``:
+        one CUDA thread runs each problem.
     x0 : array_like, shape (B, n)
         One row per problem.
     args : tuple
@@ -99,6 +102,9 @@ def minimize_many(
 
         ``vectorized`` : bool, default False
             ``fun`` evaluates many problems at once (see ``fun``).
+        ``device`` : {None, "cpu", "cuda"}
+            ``"cuda"``: run the problems on the GPU, one thread each (see ``fun``;
+            ``docs/many.md``).
         ``per_problem`` : sequence of int, optional
             The indices of the per-problem ``args`` (each must have ``B`` rows); the
             others are shared, whatever their length.
@@ -211,6 +217,31 @@ def _on_dask(fun, x0, args, method, jac, bounds, options) -> OptimizeResult:
             [da.from_delayed(out[j], shape=(size, *tail), dtype=dtype) for size, out in parts]
         )
     return result
+
+
+def _device(device: Any, fun: Any, vectorized: bool) -> bool:
+    """The option ``device``, checked: True for ``"cuda"``."""
+    if device is None or device == "cpu":
+        return False
+    if device != "cuda":
+        fail("options['device']", device, "'cpu' or 'cuda'")
+    if vectorized:
+        raise ValueError(
+            "options vectorized and device='cuda' exclude each other: a device batch "
+            "evaluates each problem's @cuda.jit(device=True) objective on its own thread"
+        )
+    from .kernels import cuda as ck
+
+    ck.load()
+    if not ck.is_device_function(fun):
+        fail(
+            "fun",
+            fun,
+            "a @numba.cuda.jit(device=True) function fun(x, g, *args_b) -> f (it writes the "
+            "gradient into g) with device='cuda'",
+            TypeError,
+        )
+    return True
 
 
 def _per_problem(args: tuple, runs: int, chosen: Any) -> tuple[str, ...]:
@@ -370,6 +401,7 @@ class _Batch(_Checkpointed):
             if opts.get(key) is not None and opts.get(key) is not False:
                 raise ValueError(f"option {key} is not supported by minimize_many: {why}")
         self.vectorized = check_bool("options['vectorized']", opts.pop("vectorized", False))
+        self.device = _device(opts.pop("device", None), fun, self.vectorized)
         # The batch's checkpoint is its own (the first problem's run must not read it).
         path, every, resume = checkpoint.check_options(
             opts.pop("checkpoint", None),
@@ -388,8 +420,8 @@ class _Batch(_Checkpointed):
             project(x.reshape(-1), box[0].reshape(-1), box[1].reshape(-1))
         first = self._args_of(0)
         # The compiled loop for an @njit objective (its error says why not); none for
-        # a vectorised one, whose evaluations are made here.
-        opts["compiled"] = not self.vectorized
+        # a vectorised one, whose evaluations are made here, or a device one.
+        opts["compiled"] = not (self.vectorized or self.device)
         try:
             self.first = Minimizer(
                 fun,
@@ -414,26 +446,11 @@ class _Batch(_Checkpointed):
         slots = list(opt.state)
         from_params = [k for k, name in enumerate(slots) if name in opt.rule.from_params]
         restart_slots = [k for k, name in enumerate(slots) if name in opt.rule.restart]
-        a = m.arguments
-        if self.vectorized:
-            o = self.settings
-            drive = compiled.driver(
-                None,
-                None,
-                opt,
-                0,
-                m.state.schedule is not None and m.state.schedule.stateful,
-                False,
-                m.problem.average,
-                o.average_decay,
-            )
-            self.batch = Batch.of(a, x, box, from_params, (None, None))
-            self.run_loop = batched_driver(drive, (PER_ACTIVE, PER_ACTIVE), a.sched is not None)
-        else:
-            self.batch = Batch.of(a, x, box, from_params, args)
-            self.run_loop = batched_driver(m.loop.driver, self.spec, a.sched is not None)
+        form = "vectorized" if self.vectorized else "device" if self.device else "njit"
+        self.batch, self.run_loop = _loop(form, fun, m, x, box, from_params, args, self.spec)
         self.stage_arrays, self.windows = _row_windows(self.batch, m, restart_slots)
-        self.threads = opt.threads or get_threads()
+        # (A device batch is one launch per call of the loop.)
+        self.threads = 1 if self.device else opt.threads or get_threads()
         self.pool: ThreadPoolExecutor | None = None  # during run(), with threads > 1
         self.out = OptimizeResult(
             x=np.empty_like(x),
@@ -630,6 +647,8 @@ class _Batch(_Checkpointed):
             if self.vectorized:
                 F, G = self._evaluate(readonly(x[None, :]), np.array([b]))
                 f, g = float(F[0]), G[0]
+            elif self.device:
+                f, g = self.run_loop.evaluate(b, x)
             else:
                 out = first.parts.evaluate(readonly(x), *self._args_of(b))
                 f, g = first.parts.check(out, state.nit)
@@ -646,6 +665,38 @@ class _Batch(_Checkpointed):
             what=what,
             nit=state.nit,
         )
+
+
+def _loop(
+    form: str,
+    fun: Callable,
+    m: Minimizer,
+    x: np.ndarray,
+    box: tuple | None,
+    from_params: list[int],
+    args: tuple,
+    spec: tuple[str, ...],
+) -> tuple[Batch, Callable]:
+    """The batch of runs like ``m`` (problem 0's) from the rows of ``x``, and the loop
+    that runs them: ``loop(start, step, active, codes, fs, *batch.values())``, for an
+    ``"njit"``, a ``"vectorized"`` or a ``"device"`` objective ``fun``."""
+    a, opt, o = m.arguments, m.state.optimizer, m.settings
+    schedule = m.state.schedule
+    observe = schedule is not None and schedule.stateful
+    if form == "vectorized":
+        # The values (F, G) of the active runs are the arguments, a row each.
+        drive = compiled.driver(None, None, opt, 0, observe, False, m.problem.average,
+                                o.average_decay)  # fmt: skip
+        batch = Batch.of(a, x, box, from_params, (None, None))
+        return batch, batched_driver(drive, (PER_ACTIVE, PER_ACTIVE), a.sched is not None)
+    if form == "device":
+        # Each run's gradient buffer is its row of one more per-run argument.
+        batch = Batch.of(a, x, box, from_params, ())
+        options = (a.sched is not None, observe, m.problem.average, o.average_decay)
+        grads = (np.zeros_like(x), *args)
+        return batch, DeviceLoop(fun, opt.variant, (PER_RUN, *spec), options, grads, batch)
+    batch = Batch.of(a, x, box, from_params, args)
+    return batch, batched_driver(m.loop.driver, spec, a.sched is not None)
 
 
 def _row_state(batch: Batch, b: int, first: Minimizer, stages: np.ndarray | None) -> RunState:

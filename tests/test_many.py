@@ -10,6 +10,7 @@ as it computes that row alone).
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 
@@ -25,22 +26,31 @@ from nadam.rules import RULES
 T = np.linspace(0.0, 3.0, 20)
 
 
-@njit(cache=True)
-def decay(p, t, y):
-    """Mean squared residual of a e^{-k t} + c, and its gradient."""
+def decay_into(p, g, t, y):
+    """Mean squared residual of a e^{-k t} + c; its gradient written into ``g``: plain
+    Python, compiled here for the CPU and by tests/test_many_cuda.py for a device."""
     a, k, c = p[0], p[1], p[2]
     f = g0 = g1 = g2 = 0.0
     m = t.shape[0]
     for i in range(m):
-        e = np.exp(-k * t[i])
+        e = math.exp(-k * t[i])
         r = a * e + c - y[i]
         f += r * r
         g0 += r * e
         g1 -= r * a * t[i] * e
         g2 += r
-    g = np.empty(3, p.dtype)
     g[0], g[1], g[2] = 2 * g0 / m, 2 * g1 / m, 2 * g2 / m
-    return f / m, g
+    return f / m
+
+
+_decay_into = njit(cache=True)(decay_into)
+
+
+@njit(cache=True)
+def decay(p, t, y):
+    """:func:`decay_into`, returning ``(f, g)``."""
+    g = np.empty(3, p.dtype)
+    return _decay_into(p, g, t, y), g
 
 
 def decay_rows(X, t, Y):
@@ -197,7 +207,12 @@ def test_per_problem_marks_which_args_have_a_row_per_problem():
         ("adam", {"lr": 0.05, "maxiter": 300, "gtol": 1e-3}),
         ("prodigy", {"maxiter": 200}),
         ("adamw_schedulefree", {"lr": 0.05, "maxiter": 100}),
+        # Schedules reach the vectorised form's steps (they once kept lr = 0, and a
+        # plateau schedule did not compile).
+        ("adam", {"lr": schedules.cosine(0.1, 100), "maxiter": 100}),
+        ("adam", {"lr": schedules.reduce_on_plateau(0.1, patience=3), "maxiter": 100}),
     ],
+    ids=repr,
 )
 def test_vectorized_form_each_problem_equals_minimize(method, options):
     x0, Y, t = data(runs=6)
@@ -252,6 +267,7 @@ def test_a_per_problem_arg_needs_a_row_per_problem():
         ({"history": True}, ValueError, "option history is not supported"),
         ({"checkpoint": 3}, TypeError, "option checkpoint"),
         ({"vectorized": "yes"}, TypeError, "vectorized"),
+        ({"device": "gpu"}, ValueError, r"options\['device'\]: 'gpu'"),
         ({"lr": -1.0}, ValueError, "lr"),
     ],
 )

@@ -227,16 +227,20 @@ def _first_pass_template(p, g, s, h):
     check_arrays(p, g, s, h, _ROWS, _N_COEFFICIENTS)  # noqa: F821
     n = p.shape[0]
     blocks = (n + BLOCK - 1) // BLOCK
-    partial = np.empty((blocks, 2))
-    for k in _range(blocks):  # noqa: F821
-        start = k * BLOCK
-        a, b = _block(p, g, s, h, start, _end(k, n))  # noqa: F821
-        partial[k, 0], partial[k, 1] = a, b
     a = 0.0
     b = 0.0
-    for k in range(blocks):
-        a += partial[k, 0]
-        b += partial[k, 1]
+    if _THREADED:  # noqa: F821
+        partial = np.empty((blocks, 2))
+        for k in numba.prange(blocks):
+            partial[k, 0], partial[k, 1] = _block(p, g, s, h, k * BLOCK, _end(k, n))  # noqa: F821
+        for k in range(blocks):
+            a += partial[k, 0]
+            b += partial[k, 1]
+    else:  # the same sums in the same order, without an array (a device can't allocate)
+        for k in range(blocks):
+            x, y = _block(p, g, s, h, k * BLOCK, _end(k, n))  # noqa: F821
+            a += x
+            b += y
     return a, b
 
 
@@ -290,9 +294,7 @@ def _prepare_template(p, g, s, hp, t, aux, h):
     check_host(hp, aux, h, _N_HYPER, _N_AUX, _N_COEFFICIENTS)  # noqa: F821
     _coefficients(hp, t, aux, h)  # noqa: F821
     if _TWO_PASS:  # noqa: F821
-        sums = np.empty(2)
-        sums[0], sums[1] = _first(p, g, s, h)  # noqa: F821
-        _finish(hp, t, aux, sums, h)  # noqa: F821
+        _finish(hp, t, aux, _first(p, g, s, h), h)  # noqa: F821
 
 
 def _begin_template(p, g, s, hp, t, aux, h):
@@ -533,7 +535,7 @@ def first_pass(rule: Rule, flags: tuple = (), parallel: bool = False, shared: st
         )
     )
     name = "first_" + _variant_name(rule, flags, parallel, shared)
-    bindings = {"_block": block, "_range": numba.prange if parallel else range}
+    bindings = {"_block": block, "_THREADED": parallel}
     return _compile(_first_pass_template, name, rule, parallel, **bindings, **_sizes(rule, flags))
 
 

@@ -53,6 +53,7 @@ __all__ = [
     "first_pass",
     "inf_norm_kernel",
     "is_device_array",
+    "is_device_function",
     "kernel",
     "launch_config",
     "launcher",
@@ -437,3 +438,11 @@ def launcher(kern, n: int, grid: tuple[int, int] | None = None):
         # numba warns about grids under 128 blocks, which small arrays need.
         warnings.simplefilter("ignore", NumbaPerformanceWarning)
         return kern[blocks, threads]
+
+
+def is_device_function(fn: object) -> bool:
+    """True for a ``@cuda.jit(device=True)`` function (on the simulator too)."""
+    options = getattr(fn, "targetoptions", None)
+    if isinstance(options, dict):
+        return bool(options.get("device"))
+    return getattr(fn, "_device", False) is True

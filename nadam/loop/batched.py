@@ -29,11 +29,19 @@ import numba
 import numpy as np
 from numba.core.caching import NullCache
 
-from .._specialise import rebind
+from .._specialise import rebind, retarget
+from ..kernels import cpu
 from .iteration import LoopArguments
 from .objective import readonly
 
-__all__ = ["PER_ACTIVE", "PER_RUN", "SHARED", "Batch", "batched_driver"]
+__all__ = [
+    "PER_ACTIVE",
+    "PER_RUN",
+    "SHARED",
+    "Batch",
+    "DeviceLoop",
+    "batched_driver",
+]
 
 #: How a loop argument reaches run ``b``, the ``k``-th active run: its row ``b``, its
 #: row ``k`` (values computed for the active runs only), or as it is.
@@ -196,3 +204,171 @@ class Batch:
         """The arrays in the batched driver's order (after ``start, step, active, codes,
         fs``): the fields' order, which is the contract."""
         return tuple(getattr(self, f.name) for f in fields(self))
+
+
+# ---------------------------------------------------------------------------
+# The device form: one CUDA thread per run
+# ---------------------------------------------------------------------------
+
+
+def _evaluate_into_template(xv, args):
+    # A device objective writes the gradient into the run's buffer, args[0] (a device
+    # function cannot allocate one): fun(x, g, *args_b) -> f.
+    g = args[0]
+    return _fun(xv, g, *args[1:]), g  # noqa: F821 (bound by rebind)
+
+
+def _unchecked(*arrays):
+    return None
+
+
+def _as_is(a, draw=None):
+    # The arguments as given (no sampling); a row's gradient, flat already.
+    return a
+
+
+def _device_kernel(present: tuple[bool, ...]) -> Any:
+    """The source of ``kernel(active, codes, fs, <the present values>)``: thread ``k``
+    of the grid runs the active runs ``k, k + gridsize, ...`` (the batched loop, one
+    run per thread).  A kernel cannot take None (numba-cuda passes arrays and
+    numbers): the absent values are None in the kernel's call of the loop."""
+    names = [f.name for f in fields(Batch)]
+    given = ", ".join(n for n, p in zip(names, present, strict=True) if p)
+    passed = ", ".join(n if p else "None" for n, p in zip(names, present, strict=True))
+    return (
+        f"def kernel(active, codes, fs, {given}):\n"
+        f"    _batched(cuda.grid(1), cuda.gridsize(1), active, codes, fs, {passed})\n"
+    )
+
+
+def _evaluate_kernel_template(x, out, b, args):
+    # One evaluation of run b's objective at x (an answer's point): f into out[0], the
+    # gradient into run b's buffer.
+    picked = _pick(args, b, b)  # noqa: F821
+    out[0] = _fun(x, picked[0], *picked[1:])  # noqa: F821
+
+
+@cache
+def _kernels(
+    fun: Any, variant: tuple, spec: tuple[str, ...], options: tuple, present: tuple
+) -> tuple:
+    """The CUDA kernels ``(run, evaluate)`` of the device objective ``fun`` (see
+    :class:`DeviceLoop`) for a batch whose values ``present`` are not None."""
+    from ..kernels import cuda as ck
+    from .compiled import loop_function
+
+    cuda = ck.load()
+    scheduled, observe, average, beta = options
+    rule, flags, _, shared = variant
+    name = f"device_{rule.name}"
+    evaluate = rebind(_evaluate_into_template, f"evaluate_{name}", _fun=fun)
+    # Serial steps whatever the variant: each thread runs whole runs.
+    loop = loop_function(
+        name, evaluate, _as_is, (rule, flags, False, shared), observe, False, average, beta, _as_is
+    )
+    batched = rebind(
+        _batched_template,
+        f"batched_{name}",
+        _drive=loop,
+        _pick=_picker(spec),
+        _sched=_schedule_row if scheduled else _no_schedule,
+    )
+    device = cuda.jit(device=True)
+    # The kernels' checks of their arrays' sizes raise with values (which a device
+    # cannot): the batch's arrays are the first run's, checked already.
+    unchecked = device(_unchecked)
+    replace = {cpu.check_arrays: unchecked, cpu.check_host: unchecked}
+    namespace = {"cuda": cuda, "_batched": retarget(batched, device, replace)}
+    exec(_device_kernel(present), namespace)
+    run = namespace["kernel"]
+    once = rebind(
+        _evaluate_kernel_template, f"once_{name}", _fun=fun, _pick=retarget(_picker(spec), device)
+    )
+    return cuda.jit(run), cuda.jit(once)
+
+
+class DeviceLoop:
+    """``loop(start, step, active, codes, fs, *values)``, the batched driver's call, run
+    on a CUDA device, one thread per active run: the runs' arrays go to the device,
+    each thread takes its runs' iterations, and the arrays come back.
+
+    The loop is :func:`nadam.loop.compiled.loop_function` (the compiled loop's very
+    parts) retargeted to CUDA (:func:`nadam._specialise.retarget`).  The host arrays
+    stay the runs' state between calls (windows, checkpoints and answers read them as
+    for the CPU forms); the arguments and bounds, which no iteration changes, are
+    copied once.
+
+    Parameters
+    ----------
+    fun : CUDA device function
+        ``fun(x, g, *args_b) -> f``: writes the gradient into ``g``.
+    variant : tuple
+        The optimizer's ``(rule, flags, parallel, shared)`` (its steps run serially).
+    spec : tuple of str
+        How each argument reaches a run (:data:`PER_RUN`, :data:`SHARED`).
+    options : tuple
+        ``(scheduled, observe, average, average_beta)``: a schedule with state, a
+        stateful one, the averaging and its decay.
+    args : tuple
+        The runs' arguments, the gradient buffer (``(B, n)``, :data:`PER_RUN`) first.
+    batch : Batch
+        The runs' arrays (those that are None select the kernel).
+    """
+
+    #: Threads per block: one run each (a run's loop holds many registers).
+    THREADS = 128
+
+    def __init__(
+        self, fun: Any, variant: tuple, spec: tuple, options: tuple, args: tuple, batch: Batch
+    ):
+        from ..kernels import cuda as ck
+
+        self._cuda = ck.load()
+        present = tuple(v is not None for v in batch.values())
+        self._run, self._once = _kernels(fun, variant, spec, options, present)
+        # The arguments and the bounds: copied once (no iteration changes them).
+        self._fixed = {
+            "args": tuple(self._to_device(a) for a in args),
+            "lo": self._to_device(batch.lo),
+            "hi": self._to_device(batch.hi),
+        }
+
+    def _to_device(self, a: Any) -> Any:
+        return self._cuda.to_device(a) if isinstance(a, np.ndarray) else a
+
+    def __call__(self, start: int, step: int, active: np.ndarray, codes, fs, *values) -> None:
+        sent: list[tuple[np.ndarray, Any]] = []
+
+        def send(a: np.ndarray) -> Any:
+            d = self._cuda.to_device(a)
+            sent.append((a, d))
+            return d
+
+        device = {}  # the present values, in order
+        for f, v in zip(fields(Batch), values, strict=True):
+            if v is None:
+                continue
+            if f.name == "xv":  # the objective's view of the iterate: the iterate
+                device["xv"] = None
+            elif f.name in self._fixed:
+                device[f.name] = self._fixed[f.name]
+            elif f.name == "sched":  # (kind, params, state): only the state changes
+                device[f.name] = (v[0], self._to_device(v[1]), send(v[2]))
+            else:
+                device[f.name] = send(v)
+        device["xv"] = device["x"]
+        runs = np.ascontiguousarray(active[start::step])
+        threads = min(self.THREADS, len(runs))
+        blocks = -(-len(runs) // threads)
+        self._run[blocks, threads](
+            self._cuda.to_device(runs), send(codes), send(fs), *device.values()
+        )
+        for host, dev in sent:
+            dev.copy_to_host(host)
+
+    def evaluate(self, b: int, x: np.ndarray) -> tuple[float, np.ndarray]:
+        """Run ``b``'s objective at the point ``x``: ``(f, g)`` on the host."""
+        out = self._cuda.to_device(np.full(1, np.nan))
+        args = self._fixed["args"]
+        self._once[1, 1](self._cuda.to_device(x), out, b, args)
+        return float(out.copy_to_host()[0]), args[0][b].copy_to_host()

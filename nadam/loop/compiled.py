@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import sys
 from collections.abc import Callable
 from functools import cache
 from typing import Any
@@ -55,12 +56,15 @@ from .._specialise import rebind, source_digest
 from ..kernels import cpu
 from ..optimizers import Optimizer
 from ..schedules import Schedule
+from ..schedules import evaluate as _rate
+from ..schedules import observe as _observe_plateau
 from . import averaging, iteration, tracker
 from .averaging import WEIGHTS
 from .iteration import BAD_OUTPUT, CONTINUE, NIT, T, iterate_template
 from .state import ORIGIN
+from .tracker import project as _project
 
-__all__ = ["CompiledLoop", "Unsupported", "first_lines", "why_not"]
+__all__ = ["CompiledLoop", "Unsupported", "first_lines", "loop_function", "why_not"]
 
 
 class Unsupported(Exception):
@@ -156,7 +160,7 @@ def _flat_overload(a):
 @numba.njit(inline="always")
 def _observe(sched, ema):
     kind, params, state = sched
-    schedules.observe(kind, params, state, ema)
+    _observe_plateau(kind, params, state, ema)
 
 
 # The templates below are never called directly: rebind copies their code into
@@ -192,13 +196,13 @@ def _advance_template(x, g, s, hp, aux, h, lo, hi, avg, sched, ctr, ctl):
     weight = _weight(nit - ctr[ORIGIN], _BETA)  # noqa: F821
     if sched is not None:
         kind, params, state = sched
-        hp[rules.LR] = schedules.evaluate(kind, params, state, t)
+        hp[rules.LR] = _rate(kind, params, state, t)
     flat = _flat(g)
     _prepare(x, flat, s, hp, t, aux, h)  # noqa: F821
     bad = _guarded(x, flat, s, h, avg, weight)  # noqa: F821
     ctl[T] = t
     if lo is not None:
-        tracker.project(x, lo, hi)
+        _project(x, lo, hi)
     ctr[NIT] = nit + 1
     return bad
 
@@ -207,7 +211,11 @@ def _advance_template(x, g, s, hp, aux, h, lo, hi, avg, sched, ctr, ctl):
 # Drivers, one per (objective, optimizer variant, run shape)
 # ---------------------------------------------------------------------------
 
-_SOURCES = source_digest(iteration, tracker, averaging, sampling, schedules, rules, cpu, length=16)
+# (This module's own source too: its templates are inlined into every driver.)
+_SOURCES = source_digest(
+    sys.modules[__name__], iteration, tracker, averaging, sampling, schedules, rules, cpu,
+    length=16,
+)  # fmt: skip
 _DRIVERS: dict[tuple, Any] = {}
 
 
@@ -240,6 +248,56 @@ def _fingerprint(fn: Any) -> str | None:
 def is_cached(fn: Any) -> bool:
     """Whether ``fn``'s driver can be cached on disk: it is cached itself."""
     return _fingerprint(fn) is not None
+
+
+def loop_function(
+    name: str,
+    evaluate: Callable,
+    draw: Callable,
+    variant: tuple,
+    observe: bool,
+    callback: bool,
+    average: str | None,
+    average_beta: float,
+    flat: Callable = _flat,
+) -> Callable:
+    """:func:`~nadam.loop.iteration.iterate_template` bound to the compiled parts (not
+    compiled itself): ``evaluate(xv, args) -> (f, g)`` and ``draw(args, draw) -> args``
+    as given, the guarded step of the optimizer variant ``(rule, flags, parallel,
+    shared)``, and ``flat`` the gradient's flat view."""
+    rule, flags, parallel, shared = variant
+    # The parts are inlined into the driver: a compiled call costs reference
+    # counting per array argument, which small steps notice, and inlined parts
+    # compile faster than separate functions.  (A prange loop runs threads and
+    # stays a call; its steps are long anyway.)
+    guarded = cpu.loop(rule, flags, parallel, shared, guarded=True)
+    advance = rebind(
+        _advance_template,
+        f"advance_{name}",
+        _prepare=_inline(cpu.prepare(rule, flags, parallel, shared)),
+        _guarded=guarded if parallel else _inline(guarded),
+        _weight=WEIGHTS[average],
+        _BETA=average_beta,
+        _flat=flat,
+    )
+    inline = numba.njit(inline="always")
+    return rebind(
+        iterate_template,
+        f"drive_{name}",
+        _interrupted=_never,
+        _draw=inline(draw),
+        _ended=_not_ended,
+        _evaluate=inline(evaluate),
+        _FEV=1,
+        _output=_output,
+        _track=tracker.track,
+        _OBSERVE=observe,
+        _observe=_observe,
+        _CALLBACK=callback,
+        _keep=_keep,
+        _kept=_same,
+        _advance=inline(advance),
+    )
 
 
 def driver(
@@ -286,43 +344,15 @@ def driver(
     # Without a cache, the name only needs to be unique in this process.
     tag = digest.hexdigest()[:16] if cached else f"{id(fun):x}_{id(jac):x}_{len(_DRIVERS)}"
     name = f"{'evaluated' if fun is None else fun.py_func.__name__}_{rule.name}_{tag}"
-    # The parts are inlined into the driver: a compiled call costs reference
-    # counting per array argument, which small steps notice, and inlined parts
-    # compile faster than separate functions.  (A prange loop runs threads and
-    # stays a call; its steps are long anyway.)
     if fun is None:
         evaluate = _evaluated
     elif jac is None:
         evaluate = rebind(_evaluate_pair_template, f"evaluate_{name}", _fun=fun)
     else:
         evaluate = rebind(_evaluate_split_template, f"evaluate_{name}", _fun=fun, _jac=jac)
-    guarded = cpu.loop(rule, flags, parallel, shared, guarded=True)
-    advance = rebind(
-        _advance_template,
-        f"advance_{name}",
-        _prepare=_inline(cpu.prepare(rule, flags, parallel, shared)),
-        _guarded=guarded if parallel else _inline(guarded),
-        _weight=WEIGHTS[average],
-        _BETA=average_beta,
-    )
     draw = rebind(_draw_template, f"draw_{name}", _gather_all=_gather_all(sampled))
-    inline = numba.njit(inline="always")
-    loop = rebind(
-        iterate_template,
-        f"drive_{name}",
-        _interrupted=_never,
-        _draw=inline(draw),
-        _ended=_not_ended,
-        _evaluate=inline(evaluate),
-        _FEV=1,
-        _output=_output,
-        _track=tracker.track,
-        _OBSERVE=observe,
-        _observe=_observe,
-        _CALLBACK=callback,
-        _keep=_keep,
-        _kept=_same,
-        _advance=inline(advance),
+    loop = loop_function(
+        name, evaluate, draw, opt.variant, observe, callback, average, average_beta
     )
     compiled = numba.njit(cache=cached, nogil=True, error_model="numpy")(loop)
     _DRIVERS[key] = compiled
