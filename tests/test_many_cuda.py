@@ -11,6 +11,11 @@ it fills.  Runs on the GPU where there is one and on numba's CUDA simulator else
 from __future__ import annotations
 
 import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,3 +155,107 @@ def test_only_a_device_function_runs_on_the_device(device_decay):
         many(host, x0, Y, t)
     with pytest.raises(ValueError, match=r"vectorized and device='cuda'"):
         many(device_decay, x0, Y, t, options={"vectorized": True})
+
+
+def _nvvm_available() -> bool:
+    try:
+        from cuda.pathfinder import load_nvidia_dynamic_lib
+
+        load_nvidia_dynamic_lib("nvvm")
+        load_nvidia_dynamic_lib("nvrtc")
+    except Exception:
+        return False
+    return True
+
+
+@pytest.mark.skipif(
+    not (HAVE_NUMBA_CUDA and _nvvm_available()),
+    reason="needs NVVM and NVRTC (pip install nvidia-nvvm nvidia-cuda-nvrtc)",
+)
+def test_the_batch_kernels_compile_for_the_gpu():
+    """The device batch's kernels lower to PTX through NVVM, for every rule and options
+    that change the loop's code (schedules, bounds, the best iterate, averaging, float32).
+
+    The simulator runs the device code as Python, so it cannot see what the CUDA target
+    does not support (an allocation, an exception with values, a None argument); this
+    compiles the kernels for real (sm_80, no GPU needed), in a process without the
+    simulator: the device copies are the host arrays, typed as the device's would be.
+    """
+    cases = [(m, {"lr": 0.1, "maxiter": 3}) for m in RULES] + [
+        ("adam", {}),  # the tuning-free defaults
+        ("adam", {"lr": "plateau", "bounds": True, "return_best": True, "average": "ema"}),
+        ("prodigy", {"float32": True, "lr": "cosine"}),
+    ]
+    code = textwrap.dedent(
+        """
+        import types
+        import numpy as np
+        import numba
+        from numba import cuda
+        import numba.cuda.dispatcher as dispatcher
+        import nadam
+        import nadam.kernels.cuda as ck
+        from nadam.loop import batched
+        from test_many import data, decay_into
+
+        # Device functions compile for the current device's compute capability.
+        dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(8, 0))
+        ck.load = lambda: cuda
+
+        class Host(np.ndarray):  # a "device copy": the host array itself
+            def copy_to_host(self, out=None):
+                return np.array(self)
+
+        cuda.to_device = lambda a, *args, **kw: np.asarray(a).view(Host)
+        compiled = []
+
+        class Lower:  # kern[grid](*args): compile for the arguments' types, run nothing
+            def __init__(self, kernel):
+                self.kernel = kernel
+            def __getitem__(self, grid):
+                def launch(*args):
+                    sig = tuple(numba.typeof(a) for a in args)
+                    cuda.compile_ptx(self.kernel.py_func, sig, cc=(8, 0))
+                    compiled.append(self.kernel.py_func.__name__)
+                return launch
+
+        setup = batched.DeviceLoop.__init__
+        def lowered(self, *args):
+            setup(self, *args)
+            self._run, self._once = Lower(self._run), Lower(self._once)
+        batched.DeviceLoop.__init__ = lowered
+
+        class Done(Exception):
+            pass
+
+        def once(self, *args):  # the first launch, and an evaluation; then stop the run
+            batched.DeviceLoop.__call__ = call
+            call(self, *args)
+            self.evaluate(0, np.array(args[5][0]))
+            raise Done
+        call = batched.DeviceLoop.__call__
+        device = cuda.jit(device=True)(decay_into)
+        schedules = {"plateau": nadam.schedules.reduce_on_plateau(0.1),
+                     "cosine": nadam.schedules.cosine(0.1, 10)}
+        for method, options in CASES:
+            batched.DeviceLoop.__call__ = once
+            x0, Y, t = data(2, np.float32 if options.pop("float32", False) else np.float64)
+            bounds = [(0.0, 3.0)] * 3 if options.pop("bounds", False) else None
+            if "lr" in options and isinstance(options["lr"], str):
+                options["lr"] = schedules[options["lr"]]
+            try:
+                nadam.minimize_many(device, x0, args=(t, Y), method=method, jac=True,
+                                    bounds=bounds, options={**options, "device": "cuda"})
+            except Done:
+                pass
+            assert compiled[-2] == "kernel" and compiled[-1].startswith("once_"), compiled
+            print(method, "ok")
+        print("all ok")
+        """
+    ).replace("CASES", repr(cases))
+    env = {k: v for k, v in os.environ.items() if k != "NUMBA_ENABLE_CUDASIM"}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert out.returncode == 0 and "all ok" in out.stdout, out.stdout + out.stderr

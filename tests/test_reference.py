@@ -22,6 +22,7 @@ from naive import SLOTS, NaiveOptimizer
 
 from nadam import kernels
 from nadam.kernels import cpu
+from nadam.kernels.tiered import wait
 from nadam.threads import get_threads
 
 
@@ -177,15 +178,22 @@ def test_class_picks_parallel_kernel_by_size(monkeypatch):
     monkeypatch.setattr(cpu, "checked_stepper", spy)
     monkeypatch.setattr(cpu, "PARALLEL_THRESHOLD", 1000)
     threaded = cpu.choose_parallel(1000, get_threads())  # False on a one-thread machine
-    results = []
+    results, asked = [], []
     for threshold in (1000, 10**9):
         monkeypatch.setattr(cpu, "PARALLEL_THRESHOLD", threshold)
+        requested.clear()
         x, a = problem(1001, np.float64)
         opt = CLASSES["adam"](x, lr=0.05, amsgrad=True, weight_decay=0.1)
-        for _ in range(5):
+        opt.step(grad(x, a))
+        wait()  # (a threaded step compiles in the background; its serial twin runs first)
+        for _ in range(4):
             opt.step(grad(x, a))
+        if threshold == 1000 and threaded:
+            assert opt.stepper("checked").ready  # the last four steps ran threaded
         results.append(x)
-    assert requested[-2:] == [threaded, False]
+        asked.append(list(requested))
+    # The threaded step and its serial twin, then the serial one alone.
+    assert asked == [[True, False] if threaded else [False], [False]]
     assert np.array_equal(results[0], results[1])
     monkeypatch.setattr(cpu, "PARALLEL_THRESHOLD", 1000)
     CLASSES["adam"](np.zeros(999))

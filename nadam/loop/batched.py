@@ -17,10 +17,16 @@ The loop is given either the objective (an ``@njit`` function, evaluated inside
 the loop) or, in the vectorised form, this iteration's values ``(f, g)`` of
 every active run, evaluated by the caller for all of them at once
 (:func:`nadam.loop.compiled.driver` with ``fun=None``).
+
+On a CUDA device (:class:`DeviceLoop`), the same batched loop is a kernel whose
+threads take one run each, its parts those of the compiled loop retargeted to CUDA.
 """
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from functools import cache
 from typing import Any
@@ -287,6 +293,17 @@ def _kernels(
     return cuda.jit(run), cuda.jit(once)
 
 
+@contextmanager
+def _few_blocks() -> Iterator[None]:
+    # numba-cuda warns of grids under 128 blocks, which a batch of fewer than 128 * 128
+    # problems (one thread each) is: the GPU is as busy as the batch can make it.
+    from numba.core.errors import NumbaPerformanceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NumbaPerformanceWarning)
+        yield
+
+
 class DeviceLoop:
     """``loop(start, step, active, codes, fs, *values)``, the batched driver's call, run
     on a CUDA device, one thread per active run: the runs' arrays go to the device,
@@ -360,9 +377,10 @@ class DeviceLoop:
         runs = np.ascontiguousarray(active[start::step])
         threads = min(self.THREADS, len(runs))
         blocks = -(-len(runs) // threads)
-        self._run[blocks, threads](
-            self._cuda.to_device(runs), send(codes), send(fs), *device.values()
-        )
+        with _few_blocks():
+            self._run[blocks, threads](
+                self._cuda.to_device(runs), send(codes), send(fs), *device.values()
+            )
         for host, dev in sent:
             dev.copy_to_host(host)
 
@@ -370,5 +388,6 @@ class DeviceLoop:
         """Run ``b``'s objective at the point ``x``: ``(f, g)`` on the host."""
         out = self._cuda.to_device(np.full(1, np.nan))
         args = self._fixed["args"]
-        self._once[1, 1](self._cuda.to_device(x), out, b, args)
+        with _few_blocks():
+            self._once[1, 1](self._cuda.to_device(x), out, b, args)
         return float(out.copy_to_host()[0]), args[0][b].copy_to_host()
