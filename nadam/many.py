@@ -6,9 +6,9 @@ windows, step count) whose state is one row of stacked arrays
 from the first problem (:class:`nadam.Minimizer`), and iterated together: the
 compiled loop of an ``@njit`` objective runs whole problems on each thread; a
 vectorised objective evaluates the still-active problems at once and the compiled
-loop then takes one iteration of each; on a GPU, the compiled loop's parts
-retargeted to CUDA run one problem per CUDA thread.  A problem that stops is frozen (no more
-evaluations or steps).  Between calls of the loop, at iteration boundaries, each
+loop then takes one iteration of each; on a GPU, the compiled loop's parts,
+retargeted to CUDA, run one problem per CUDA thread.  A problem that stops is
+frozen (no more evaluations or steps).  Between calls of the loop, at iteration boundaries, each
 problem's windows act (:mod:`nadam.loop.stages`) and the problems that stopped
 get their answer (:func:`nadam.loop.answer.answer`): what :func:`nadam.minimize`
 returns for that problem alone.
