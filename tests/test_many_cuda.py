@@ -149,6 +149,20 @@ def test_a_problem_that_diverges_stops_alone(device_decay):
     assert_each_alone(res, x0, Y, t, options=options)
 
 
+def test_a_device_batch_checkpoints_every_problem_and_resumes_finished(device_decay, tmp_path):
+    # The host arrays are the batch's state between launches: checkpoints as on the CPU.
+    x0, Y, t = data()
+    path = str(tmp_path / "batch.npz")
+    options = {"lr": 0.05, "maxiter": 30, "checkpoint": path, "checkpoint_every": 7}
+    res = many(device_decay, x0, Y, t, options={**options, "resume": True})
+    state, meta = nadam.checkpoint.load(path)
+    np.testing.assert_array_equal(state["result.x"], res.x)
+    assert state["done"].all() and meta["runs"] == len(x0)
+    again = many(device_decay, x0, Y, t, options={**options, "resume": True})
+    np.testing.assert_array_equal(again.x, res.x)
+    np.testing.assert_array_equal(again.nfev, res.nfev)  # nothing evaluated again
+
+
 def test_only_a_device_function_runs_on_the_device(device_decay):
     x0, Y, t = data()
     with pytest.raises(TypeError, match=r"fun: .*cuda\.jit\(device=True\)"):

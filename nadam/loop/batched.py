@@ -343,12 +343,14 @@ class DeviceLoop:
         self._cuda = ck.load()
         present = tuple(v is not None for v in batch.values())
         self._run, self._once = _kernels(fun, variant, spec, options, present)
-        # The arguments and the bounds: copied once (no iteration changes them).
+        # The arguments, the bounds and a schedule's parameters: copied once (no
+        # iteration changes them).
         self._fixed = {
             "args": tuple(self._to_device(a) for a in args),
             "lo": self._to_device(batch.lo),
             "hi": self._to_device(batch.hi),
         }
+        self._schedule = None if batch.sched is None else self._to_device(batch.sched[1])
 
     def _to_device(self, a: Any) -> Any:
         return self._cuda.to_device(a) if isinstance(a, np.ndarray) else a
@@ -370,7 +372,7 @@ class DeviceLoop:
             elif f.name in self._fixed:
                 device[f.name] = self._fixed[f.name]
             elif f.name == "sched":  # (kind, params, state): only the state changes
-                device[f.name] = (v[0], self._to_device(v[1]), send(v[2]))
+                device[f.name] = (v[0], self._schedule, send(v[2]))
             else:
                 device[f.name] = send(v)
         device["xv"] = device["x"]
