@@ -372,7 +372,7 @@ def warmup(
 
     out = sys.stdout if out is None else out
     names = sorted(RULES) if rules is None else [get_rule(r).name for r in rules]
-    sizes = [16] + ([PARALLEL_THRESHOLD] if threaded and get_threads() > 1 else [])
+    threaded = threaded and get_threads() > 1
     spent: dict[str, float] = {}
     start = time.perf_counter()
     for dtype in dtypes:
@@ -383,6 +383,10 @@ def warmup(
         t0 = time.perf_counter()
         cls = nadam.optimizer_class(name)
         for dtype in dtypes:
+            # Serial, and threaded (from PARALLEL_THRESHOLD float64 elements: the same bytes).
+            sizes = [16] + (
+                [PARALLEL_THRESHOLD * 8 // np.dtype(dtype).itemsize] if threaded else []
+            )
             for n in sizes:
                 x = np.ones(n, dtype)
                 cls(x).step(np.ones(n, dtype))

@@ -470,7 +470,8 @@ def minimize(
 
         threads : int, optional
             Threads of the step on large iterates (from
-            :data:`nadam.kernels.cpu.PARALLEL_THRESHOLD` elements); default
+            :data:`nadam.kernels.cpu.PARALLEL_THRESHOLD` float64 elements, twice as
+            many float32 ones); default
             :func:`nadam.threads.get_threads` (the process's share of its cores),
             with ``comm`` the node's cores shared among its ranks.  The iterates
             are the same bits with any number.

@@ -190,9 +190,9 @@ class Optimizer(Snapshots):
         verdict comes back to the host); ``"ignore"`` lets steps queue up.
     threads : int, optional
         Threads of the kernel on arrays of :data:`nadam.kernels.cpu.PARALLEL_THRESHOLD`
-        elements or more; default :func:`nadam.threads.get_threads` when the optimizer
-        is made (the process's share of its cores).  The results are the same bits
-        with any number.
+        float64 elements or more (twice as many float32 ones); default
+        :func:`nadam.threads.get_threads` when the optimizer is made (the process's
+        share of its cores).  The results are the same bits with any number.
     **hyper
         The rule's hyperparameters (see each subclass).
 
@@ -256,7 +256,10 @@ class Optimizer(Snapshots):
         self._h = np.zeros(self.rule.n_coefficients, dtype=self._flat.dtype)
         # The threads, fixed here: nadam.threads.set_threads affects later optimizers.
         self._nthreads = self._threads or threads_module.get_threads()
-        self._parallel = False if device else cpu.choose_parallel(self._flat.size, self._nthreads)
+        flat = self._flat
+        self._parallel = (
+            False if device else cpu.choose_parallel(flat.size, self._nthreads, flat.itemsize)
+        )
         self._shared = cpu.shared_mode(self._hp)
         self._steppers: dict[str, Callable] = {}
 
@@ -307,6 +310,8 @@ class Optimizer(Snapshots):
         parallel = self._parallel and threads_module.threaded_ok()
         key = kind if parallel == self._parallel else f"{kind}, serial"
         step = self._steppers.get(key)
+        if type(step) is Tiered and step.ready:  # the threaded step itself from now on
+            step = self._steppers[key] = step.threaded
         if step is None:
             # cpu.stepper, cpu.checked_stepper, cpu.guarded_stepper, or the device's.
             name = "stepper" if kind == "plain" else f"{kind}_stepper"

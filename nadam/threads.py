@@ -6,7 +6,8 @@ scheduler has put aside costs a time slice (milliseconds) where the whole step w
 take microseconds.  So nadam
 
 * runs a kernel threaded only from :data:`nadam.kernels.cpu.PARALLEL_THRESHOLD`
-  elements up (the measured crossover, ``benchmarks/crossover.py``);
+  float64 elements up, the same bytes of float32 (the measured crossover,
+  ``benchmarks/crossover.py``);
 * uses, by default, the cores this process may run on and its share of them
   (:func:`default_threads`): its CPU affinity and cgroup quota, ``SLURM_CPUS_PER_TASK``,
   ``OMP_NUM_THREADS``, and the cores of the node divided among the MPI ranks on it;

@@ -78,7 +78,11 @@ __all__ = [
 # ~75,000-150,000 (float32 Adam, Adagrad, RAdam) and ~250,000 (SGD float32); their
 # geometric mean is ~54,000.  TBB's threads start later than OpenMP's (whose
 # crossovers were 4-10x lower) but, unlike OpenMP's, do not wait for each other when
-# another process takes their cores (docs/benchmarks.md, "Shared machines").
+# another process takes their cores (docs/benchmarks.md, "Shared machines").  A rerun
+# (2026-12-02, afternoon) put the float64 crossovers' geometric mean at ~30,000 and the
+# float32 ones' at ~66,000 (float32 Adam 110,000, where threads cost 15-25 % at 10^5):
+# the serial time is the bytes a step moves, the threads' start-up is fixed, so the
+# threshold is in bytes: this many float64 elements, twice as many float32 ones.
 PARALLEL_THRESHOLD = 2**16
 
 # The same crossover for the finiteness check of the gradient on its own (a
@@ -696,7 +700,8 @@ def _start_threads() -> None:
     numba.get_num_threads()
 
 
-def choose_parallel(n: int, threads: int) -> bool:
-    """Whether an ``n``-element update on ``threads`` threads should use the threaded
-    kernel (from :data:`PARALLEL_THRESHOLD` elements up, with two threads or more)."""
-    return n >= PARALLEL_THRESHOLD and threads > 1
+def choose_parallel(n: int, threads: int, itemsize: int = 8) -> bool:
+    """Whether an update of ``n`` elements of ``itemsize`` bytes on ``threads`` threads
+    should use the threaded kernel: from :data:`PARALLEL_THRESHOLD` float64 elements
+    (the same bytes of another dtype) up, with two threads or more."""
+    return n * itemsize >= PARALLEL_THRESHOLD * 8 and threads > 1
