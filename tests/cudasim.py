@@ -32,6 +32,19 @@ def gpu_present() -> bool:
     return lib.cuInit(0) == 0 and lib.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
 
 
+def nvvm_available() -> bool:
+    """Whether NVVM and NVRTC load (``pip install nvidia-nvvm nvidia-cuda-nvrtc``): what
+    compiling kernels to PTX needs, with or without a GPU."""
+    try:
+        from cuda.pathfinder import load_nvidia_dynamic_lib
+
+        load_nvidia_dynamic_lib("nvvm")
+        load_nvidia_dynamic_lib("nvrtc")
+    except Exception:
+        return False
+    return True
+
+
 GPU = gpu_present()
 
 if "NUMBA_ENABLE_CUDASIM" not in os.environ and not GPU:

@@ -17,7 +17,7 @@ import warnings
 import numpy as np
 import pytest
 from conftest import CLASSES, assert_close, combo_id, grad, opts_variants, problem, sign_of
-from cudasim import GPU  # enables the simulator where no GPU is present
+from cudasim import GPU, nvvm_available  # GPU: enables the simulator where no GPU is present
 
 import nadam
 from nadam import rules
@@ -318,19 +318,8 @@ def test_import_does_not_need_numba_cuda():
 # ---------------------------------------------------------------------------------
 
 
-def _nvvm_available() -> bool:
-    try:
-        from cuda.pathfinder import load_nvidia_dynamic_lib
-
-        load_nvidia_dynamic_lib("nvvm")
-        load_nvidia_dynamic_lib("nvrtc")
-    except Exception:
-        return False
-    return True
-
-
 @pytest.mark.skipif(
-    not (HAVE_NUMBA_CUDA and _nvvm_available()),
+    not (HAVE_NUMBA_CUDA and nvvm_available()),
     reason="needs NVVM and NVRTC (pip install nvidia-nvvm nvidia-cuda-nvrtc)",
 )
 def test_kernels_compile_for_the_gpu():

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from cudasim import GPU
+from cudasim import GPU, nvvm_available
 from test_many import data as many_data
 from test_many import decay_into
 
@@ -171,19 +171,8 @@ def test_only_a_device_function_runs_on_the_device(device_decay):
         many(device_decay, x0, Y, t, options={"vectorized": True})
 
 
-def _nvvm_available() -> bool:
-    try:
-        from cuda.pathfinder import load_nvidia_dynamic_lib
-
-        load_nvidia_dynamic_lib("nvvm")
-        load_nvidia_dynamic_lib("nvrtc")
-    except Exception:
-        return False
-    return True
-
-
 @pytest.mark.skipif(
-    not (HAVE_NUMBA_CUDA and _nvvm_available()),
+    not (HAVE_NUMBA_CUDA and nvvm_available()),
     reason="needs NVVM and NVRTC (pip install nvidia-nvvm nvidia-cuda-nvrtc)",
 )
 def test_the_batch_kernels_compile_for_the_gpu():

@@ -16,7 +16,7 @@ import textwrap
 
 import numpy as np
 import pytest
-from cudasim import GPU  # noqa: F401 (enables the simulator where no GPU is present)
+from cudasim import GPU, nvvm_available  # noqa: F401 (GPU enables the simulator where none is present)
 
 import nadam
 from nadam import Minimizer
@@ -434,19 +434,8 @@ def test_inf_norm_with_several_blocks_equals_the_cpu_helpers(cuda, monkeypatch, 
     assert math.isnan(plain(d_g, d_g, d_g, d_g))
 
 
-def _nvvm_available() -> bool:
-    try:
-        from cuda.pathfinder import load_nvidia_dynamic_lib
-
-        load_nvidia_dynamic_lib("nvvm")
-        load_nvidia_dynamic_lib("nvrtc")
-    except Exception:
-        return False
-    return True
-
-
 @pytest.mark.skipif(
-    not (HAVE_NUMBA_CUDA and _nvvm_available()),
+    not (HAVE_NUMBA_CUDA and nvvm_available()),
     reason="needs NVVM and NVRTC (pip install nvidia-nvvm nvidia-cuda-nvrtc)",
 )
 def test_reduction_and_projection_compile_for_the_gpu():
