@@ -392,6 +392,41 @@ def test_resume_starts_afresh_without_a_file_and_extends_a_finished_run(tmp_path
     np.testing.assert_array_equal(fresh.x, first.x)
 
 
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"batch_size": 64, "seed": 3}, {"lr": 0.05}],
+    ids=["tuning-free", "minibatches", "lr-without-maxiter"],
+)
+def test_a_run_that_stopped_on_its_windows_stops_at_once_when_resumed(tmp_path, options):
+    # No maxiter: the windows end the run (status 6).  A requeued job resumes the
+    # finished run: it must stop where it stopped, with the same answer, evaluating
+    # nothing but (minibatches) the answer on all the data.
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(1000, 4))
+    y = (X @ np.arange(4.0) + rng.normal(size=1000) > 0) * 1.0
+    calls = []
+
+    def loss(w, X, y):
+        calls.append(len(y))
+        z = X @ w
+        return np.mean(np.logaddexp(0, z) - y * z), X.T @ (1 / (1 + np.exp(-z)) - y) / len(y)
+
+    options = {"checkpoint": tmp_path / "run.npz", "resume": True, **options}
+    runs = []
+    for _ in range(3):
+        calls.clear()
+        runs.append(nadam.minimize(loss, np.zeros(4), args=(X, y), jac=True, options=options))
+        evaluated = list(calls)
+    first = runs[0]
+    assert first.status == Status.CONVERGED and first.success
+    for again in runs[1:]:
+        np.testing.assert_array_equal(again.x, first.x)
+        assert (again.nit, again.nfev, again.status, again.fun) == (
+            first.nit, first.nfev, first.status, first.fun,
+        )  # fmt: skip
+    assert evaluated == ([1000] if "batch_size" in options else [])
+
+
 _KEYS = ("loss", "smoothed", "grad_norm")
 
 

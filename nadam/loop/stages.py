@@ -226,6 +226,11 @@ class Stages:
         """At the end of a window, judge it and act; the outcome ``(status, f, g, what)``
         of a run that has converged, else None.  Does nothing elsewhere."""
         s, v, plan = self.state, self.state.stages, self.plan
+        # A run that has converged stays so: resumed from its state, it stops at once.
+        if v[STALLS] >= plan.stalls:
+            return self._converged(plan.describe(self._rows))
+        if plan.adapt and v[STEP] < FLOOR * v[STEP0]:
+            return self._floored()
         nit = s.nit
         if nit - v[START] < plan.window:
             return None
@@ -252,7 +257,7 @@ class Stages:
         if plan.adapt:
             self._set_step(v[STEP] * CUT)
             if v[STEP] < FLOOR * v[STEP0]:
-                return self._converged(f"the step size fell below {FLOOR:g} of its initial value")
+                return self._floored()
             self._restart_stage()
         return None
 
@@ -293,6 +298,9 @@ class Stages:
             copy_array(s.average, s.x)
         s.counters[ORIGIN] = s.nit
         v[WINDOWS] = 0
+
+    def _floored(self) -> tuple:
+        return self._converged(f"the step size fell below {FLOOR:g} of its initial value")
 
     def _converged(self, what: str) -> tuple:
         s = self.state
