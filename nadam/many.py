@@ -20,6 +20,7 @@ import math
 import os
 import signal
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -183,11 +184,9 @@ def _on_dask(fun, x0, args, method, jac, bounds, options) -> OptimizeResult:
     options = dict(options or {})
     chosen = options.get("per_problem")
     if chosen is None:  # (each chunk is told: its rows may be fewer than a shared array's)
-        chosen = [
-            i
-            for i, a in enumerate(args)
-            if (_is_dask(a) or isinstance(a, np.ndarray)) and np.ndim(a) >= 1 and a.shape[0] == runs
-        ]
+        chosen = [i for i, a in enumerate(args) if _is_array(a) and a.ndim >= 1 and len(a) == runs]
+        spec = tuple(PER_RUN if i in chosen else SHARED for i in range(len(args)))
+        _warn_if_ambiguous(args, spec, runs, stacklevel=4)
     options["per_problem"] = _indices(chosen, args)
     _check_rows(args, options["per_problem"], runs)
     shared = {i: dask.delayed(a) for i, a in enumerate(args) if i not in options["per_problem"]}
@@ -247,13 +246,38 @@ def _device(device: Any, fun: Any, vectorized: bool) -> bool:
 def _per_problem(args: tuple, runs: int, chosen: Any) -> tuple[str, ...]:
     """How each argument reaches a problem: its row (:data:`PER_RUN`) or shared."""
     if chosen is None:
-        return tuple(
+        spec = tuple(
             PER_RUN if isinstance(a, np.ndarray) and a.ndim >= 1 and len(a) == runs else SHARED
             for a in args
         )
+        _warn_if_ambiguous(args, spec, runs, stacklevel=5)
+        return spec
     picked = _indices(chosen, args)
     _check_rows(args, picked, runs)
     return tuple(PER_RUN if i in picked else SHARED for i in range(len(args)))
+
+
+def _is_array(a: Any) -> bool:
+    return isinstance(a, np.ndarray) or _is_dask(a)
+
+
+def _warn_if_ambiguous(args: tuple, spec: tuple[str, ...], runs: int, stacklevel: int) -> None:
+    # B rows make an argument per-problem; but an array of B values that is as long as
+    # another argument's rows may be shared data (the points every problem is fitted
+    # at), which a per-problem guess would silently split into one value per problem.
+    # (stacklevel: minimize_many's caller's, counted from here.)
+    split = [i for i, how in enumerate(spec) if how == PER_RUN and len(args[i].shape) == 1]
+    rows = [j for j, a in enumerate(args) if _is_array(a) and runs in a.shape[1:]]
+    if split and rows:
+        names = ", ".join(f"args[{i}]" for i in split)
+        warnings.warn(
+            f"{names} (of shape ({runs},)) taken as per-problem, one value per problem, as "
+            f"x0 has {runs} rows; but args[{rows[0]}] has rows of {runs} values too: shared "
+            "data?  Say which arguments are per-problem with options={'per_problem': [...]} "
+            "(this warning then goes).",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
 
 
 def _check_rows(args: tuple, picked: list[int], runs: int) -> None:
@@ -437,9 +461,15 @@ class _Batch(_Checkpointed):
             prefix = "option compiled=True: "
             if not str(exc).startswith(prefix):
                 raise
+            reach = ", ".join(
+                f"args[{i}] {'row b' if how == PER_RUN else 'shared'}"
+                for i, how in enumerate(self.spec)
+            )
             raise type(exc)(
                 "minimize_many runs an @njit objective in compiled code, or a vectorised one "
-                f"(options={{'vectorized': True}}): {str(exc)[len(prefix) :]}"
+                f"(options={{'vectorized': True}}): {str(exc)[len(prefix) :]}\n"
+                f"(problem b receives {reach}: options['per_problem'] says which are "
+                "per-problem)"
             ) from exc.__cause__
         m, opt = self.first, self.first.state.optimizer
         self.settings = m.settings

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import signal
+import warnings
 
 import numpy as np
 import pytest
@@ -195,8 +196,46 @@ def test_per_problem_marks_which_args_have_a_row_per_problem():
     res = nadam.minimize_many(decay, x0, args=(t, Y), jac=True, options=options)
     options.pop("per_problem")
     assert_each_alone(res, x0, (t, Y), options=options)
-    # Without it, t would be taken as per-problem: a row of t is a number, not an array.
-    with pytest.raises(TypeError):
+    # Without it, t is taken as per-problem, with a warning (t is as long as Y's rows):
+    # a row of t is a number, not an array, and the error says how the args were taken.
+    taken = r"args\[0\] \(of shape \(20,\)\) taken as per-problem.*args\[1\] has rows"
+    said = r"receives args\[0\] row b, args\[1\] row b.*per_problem"
+    with pytest.warns(UserWarning, match=taken), pytest.raises(TypeError, match=said) as e:
+        nadam.minimize_many(decay, x0, args=(t, Y), jac=True, options=options)
+    assert "\x1b" not in str(e.value)  # (numba's terminal colours)
+
+
+@njit
+def weighted_decay(p, t, w, y):
+    # Compiles with a number for t and w as well as with arrays: a wrong guess of which
+    # args are per-problem would give wrong answers silently.
+    e = np.exp(-p[1] * t)
+    r = p[0] * e + p[2] - y
+    g = np.empty(3)
+    g[0] = 2 * np.sum(w * r * e)
+    g[1] = -2 * np.sum(w * r * p[0] * t * e)
+    g[2] = 2 * np.sum(w * r)
+    return np.sum(w * r * r), g
+
+
+def test_an_ambiguous_guess_of_the_per_problem_args_warns():
+    runs = len(T)
+    x0, Y, t = data(runs=runs)
+    w = np.linspace(0.1, 1.0, runs)
+    options = {"lr": 0.05, "maxiter": 30}
+    with pytest.warns(UserWarning, match=r"args\[0\], args\[1\] .*per_problem") as caught:
+        nadam.minimize_many(weighted_decay, x0, args=(t, w, Y), jac=True, options=options)
+    assert len(caught) == 1 and caught[0].filename == __file__  # the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = nadam.minimize_many(
+            weighted_decay, x0, args=(t, w, Y), jac=True, options={**options, "per_problem": [2]}
+        )
+        assert_each_alone(
+            res, x0, (t, w, Y), (False, False, True), fun=weighted_decay, options=options
+        )
+        # No warning where B matches no other length (B = 5, 20 points).
+        x0, Y, t = data()
         nadam.minimize_many(decay, x0, args=(t, Y), jac=True, options=options)
 
 

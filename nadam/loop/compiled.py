@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import os
+import re
 import sys
 from collections.abc import Callable
 from functools import cache
@@ -75,9 +76,13 @@ class Unsupported(Exception):
         self.error = error
 
 
+_COLOUR = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def first_lines(exc: Exception, k: int = 6) -> str:
-    """The first ``k`` non-empty lines of an exception's message (numba's run to pages)."""
-    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    """The first ``k`` non-empty lines of an exception's message (numba's run to pages),
+    without the terminal colour codes numba puts in them."""
+    lines = [ln for ln in _COLOUR.sub("", str(exc)).splitlines() if ln.strip()]
     return "\n".join(lines[:k])
 
 
