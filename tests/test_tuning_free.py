@@ -138,6 +138,22 @@ def test_a_flat_loss_stops_after_the_first_window_and_five_stalls():
     assert res.maxiter == 100_000
 
 
+@pytest.mark.parametrize("budget", [None, 120])
+def test_the_windows_stop_before_evaluating_their_last_iterate(budget):
+    # Documented (docs/minimize.md): a run its windows stop made nit evaluations, its
+    # history and callbacks end at x_{nit-1}; a run that reached maxiter evaluated
+    # x_nit too.
+    seen = []
+    options = {"history": True} if budget is None else {"history": True, "maxiter": budget}
+    res = nadam.minimize(
+        constant(), np.ones(3), jac=True, callback=lambda x: seen.append(x), options=options
+    )
+    evaluated = res.nit if budget is None else res.nit + 1
+    assert (res.status, res.nit) == ((6, 300) if budget is None else (1, budget))
+    assert res.nfev == len(res.history["loss"]) == evaluated
+    assert len(seen) == evaluated - 1
+
+
 def test_window_and_ftol_options():
     res = minimize(constant(), np.ones(3), options={"window": 7})
     assert res.nit == 6 * 7
