@@ -304,14 +304,13 @@ class Optimizer(Snapshots):
         ``"guarded"``: ``step(p, g, s, hp, t, aux, h, avg, w) -> int``, the step
         of :func:`nadam.minimize`'s loops (:func:`nadam.kernels.cpu.guarded_stepper`).
         A threaded step runs its serial twin (the same bits) until it is compiled, in
-        the background (:class:`nadam.kernels.tiered.Tiered`).
+        the background, and then whichever of the two has been faster of late
+        (:class:`nadam.kernels.tiered.Tiered`).
         """
         # In a child forked from a GNU OpenMP parent, the serial loop (the same bits).
         parallel = self._parallel and threads_module.threaded_ok()
         key = kind if parallel == self._parallel else f"{kind}, serial"
         step = self._steppers.get(key)
-        if type(step) is Tiered and step.ready:  # the threaded step itself from now on
-            step = self._steppers[key] = step.threaded
         if step is None:
             # cpu.stepper, cpu.checked_stepper, cpu.guarded_stepper, or the device's.
             name = "stepper" if kind == "plain" else f"{kind}_stepper"
@@ -320,7 +319,7 @@ class Optimizer(Snapshots):
             else:
                 make = getattr(cpu, name)
                 step = make(self.rule, self._flags, parallel, self._shared)
-                if parallel:  # the serial step while the threaded one compiles
+                if parallel:  # serial while the threaded step compiles; then the faster
                     step = Tiered(step, make(self.rule, self._flags, False, self._shared))
             self._steppers[key] = step
         return step

@@ -42,7 +42,8 @@ def test_every_rule_gives_the_same_bits_with_one_and_two_threads(variant, dtype)
         for _ in range(3):
             opt.step(grad(x, a))
         if n_threads == 2:
-            assert "parallel" in opt.stepper("checked").py_func.__name__  # ran threaded
+            step = opt.stepper("checked")
+            assert "parallel" in step.threaded.py_func.__name__ and step.runs[1] >= 2
         runs.append((x, opt.state_dict()))
     (x1, s1), (x2, s2) = runs
     assert x1.tobytes() == x2.tobytes()
@@ -179,3 +180,52 @@ def test_a_threaded_step_compiled_already_runs_at_once_and_a_failed_one_never():
     failing(np.zeros(3), 1)
     wait()
     assert not failing.ready and failing(np.zeros(3), 1) == "serial"
+
+
+class _Clocked(_Step):
+    """A compiled stand-in whose calls take ``seconds[0]`` on the fake ``clock``; its
+    first call takes ``first`` (a thread pool starting, a cold cache)."""
+
+    def __init__(self, name, calls, clock, seconds, first):
+        super().__init__(name, calls)
+        self.clock, self.seconds, self.first = clock, seconds, first
+        self.overloads[(numba.typeof(np.zeros(3)), numba.typeof(1))] = True  # compiled
+
+    def __call__(self, *args):
+        self.clock[0] += self.first if self.name not in self.calls else self.seconds[0]
+        return super().__call__(*args)
+
+
+def test_the_step_that_has_been_faster_of_late_runs():
+    calls, clock = [], [0.0]
+    assert (Tiered.MARGIN, Tiered.ALPHA) == (0.85, 0.1)
+    fast, slow = [1.0], [2.0]
+    threaded = _Clocked("threaded", calls, clock, fast, first=100.0)
+    step = Tiered(threaded, _Clocked("serial", calls, clock, slow, first=50.0), lambda: clock[0])
+
+    def run(k):
+        start = len(calls)
+        for _ in range(k):
+            assert step(np.zeros(3), 1) == calls[-1]  # the step's own result
+        return calls[start:]
+
+    # Each one twice (the first call, slow, not counted); then the faster, and every
+    # EXPLORE-th call the other, measured again.
+    assert run(4) == ["threaded", "threaded", "serial", "serial"]
+    later = run(4 * Tiered.EXPLORE)
+    explored = [k for k, name in enumerate(later, start=5) if name == "serial"]
+    assert explored == [k for k in range(5, 5 + len(later)) if k % Tiered.EXPLORE == 0]
+    assert step.runs == (2 + len(explored), 2 + len(later) - len(explored))
+    # The cores get busy: the threaded step slows to 2.5x the serial one; after four
+    # such calls (its running log-time 0.9^4 log 1 + (1 - 0.9^4) log 5 = 0.553 is no
+    # longer below log 2 + log 0.85 = 0.531) the serial one runs, and the threaded is
+    # measured every EXPLORE calls.
+    fast[0] = 5.0
+    busy = run(3 * Tiered.EXPLORE)
+    assert busy[:5] == ["threaded"] * 4 + ["serial"] and busy.count("threaded") == 4 + 3
+    # Free again: the next measurement of the threaded step brings it back for good.
+    # (1.0 < 0.85 x 2.0; a threaded step not 15 % faster than the serial one stays out.)
+    fast[0] = 1.0
+    free = run(2 * Tiered.EXPLORE)
+    back = free.index("threaded")
+    assert back < Tiered.EXPLORE and free[back:].count("serial") == 1
