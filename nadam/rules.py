@@ -1182,6 +1182,10 @@ x_{t+1} &= x_t - d_{t-1}\gamma\, m_t / (\sqrt{v_t} + d_t \epsilon)""",
 # tuning-free runs (docs/tuning-free.md).  aux: the steps k since the moment
 # estimates (re)started, which the bias corrections count instead of t.
 _AD_K = 0
+#: The default epsilon of adam_distance, sqrt(np.finfo(dtype).tiny): no larger than it
+#: must be (below it, a gradient's square underflows, and the quotient m / sqrt(v) is
+#: kept below ~1 by epsilon alone), so that the steps do not depend on the loss's scale.
+_ROOT_TINY_64, _ROOT_TINY_32 = 1.4916681462400413e-154, 1.0842021724855044e-19
 
 
 def adam_distance_update(p, g, s, h, i, flags):
@@ -1216,6 +1220,8 @@ def adam_distance_coefficients(hp, t, aux, h):
     h[6] = 1.0 - beta2
     h[7] = lr / (1.0 - beta1**k)
     h[8] = 1.0 / math.sqrt(1.0 - beta2**k)
+    if eps != eps:  # None: the square root of the smallest normal number of h's dtype
+        eps = _ROOT_TINY_64 if h.itemsize == 8 else _ROOT_TINY_32
     h[9] = eps
     h[10] = r_eps
 
@@ -1255,7 +1261,16 @@ p_t &= p_{t-1} - \frac{\gamma\, r_{t-1}}{1-\beta_1^k}\,
         ),
         *shared_hyperparameters(fixed=False),
         _betas(),
-        _eps(1e-8),
+        Hyper(
+            "eps",
+            None,
+            allow_none=True,
+            doc="Added to the denominator, :math:`\\epsilon`.  None: the square root of the "
+            "smallest normal number of the parameters' dtype (1.5e-154 in float64, 1.1e-19 in "
+            "float32), only what keeps the quotient bounded where a squared gradient "
+            "underflows: the steps do not depend on the loss's scale (Adam's 1e-8 slows "
+            "every parameter whose gradients are below it).",
+        ),
         _AMSGRAD,
         Hyper(
             "r_eps",

@@ -198,7 +198,10 @@ def adam_distance(
     decoupled_weight_decay,
 ):
     """Adam whose step is lr times the distance travelled (docs/tuning-free.md): r is
-    the largest |p_s - p_0| over the iterates so far, at least r_eps (1 + |p_0|)."""
+    the largest |p_s - p_0| over the iterates so far, at least r_eps (1 + |p_0|); eps
+    None is the square root of the dtype's smallest normal number."""
+    if eps is None:
+        eps = np.sqrt(np.finfo(p.dtype).tiny)
     if "origin" not in state:
         state["origin"] = p.copy()
         state["distance"] = np.zeros_like(p)
@@ -289,7 +292,9 @@ DEFAULTS = {
     "adamax": dict(lr=2e-3, **_ADAM),
     "nadam": dict(lr=2e-3, **_ADAM, momentum_decay=4e-3, decoupled_weight_decay=False),
     "radam": dict(lr=1e-3, **_ADAM, decoupled_weight_decay=False),
-    "adam_distance": dict(lr=0.1, **_ADAM, amsgrad=False, r_eps=1e-6, decoupled_weight_decay=False),
+    "adam_distance": dict(
+        lr=0.1, **{**_ADAM, "eps": None}, amsgrad=False, r_eps=1e-6, decoupled_weight_decay=False
+    ),
     # The packages' defaults, less what nadam does not offer (fsdp_in_use, slice_p).
     **{
         name: {

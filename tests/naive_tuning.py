@@ -43,7 +43,7 @@ def run(
     hyper = dict(
         lr=step,
         betas=(0.9, 0.999),
-        eps=1e-8,
+        eps=None,
         weight_decay=0.0,
         amsgrad=False,
         r_eps=1e-6,

@@ -138,6 +138,32 @@ def test_a_flat_loss_stops_after_the_first_window_and_five_stalls():
     assert res.maxiter == 100_000
 
 
+@pytest.mark.parametrize("scale", [2.0**-70, 2.0**-20, 2.0**30], ids=["1e-21", "1e-6", "1e9"])
+@pytest.mark.parametrize("batch_size", [None, 64])
+def test_the_defaults_take_the_same_steps_whatever_the_loss_scale(scale, batch_size):
+    # Every decision is relative, and epsilon (sqrt of the smallest normal float64) is
+    # below an ulp of any gradient's square root: a loss scaled by a power of two takes
+    # the very same steps.  (With Adam's epsilon = 1e-8, a loss of 1e-21 did not move.)
+    fun, args, best = scaled_least_squares()
+
+    def scaled(x, A, b):
+        f, g = fun(x, A, b)
+        return scale * f, scale * g
+
+    options = {} if batch_size is None else {"batch_size": batch_size, "seed": 0}
+    ref = minimize(fun, np.zeros(4), args=args, options=options)
+    res = minimize(scaled, np.zeros(4), args=args, options=options)
+    np.testing.assert_array_equal(res.x, ref.x)
+    assert (res.nit, res.nfev, res.status, res.fun) == (
+        ref.nit,
+        ref.nfev,
+        ref.status,
+        scale * ref.fun,
+    )
+    if batch_size is None:
+        np.testing.assert_allclose(res.x, best, rtol=1e-6)
+
+
 @pytest.mark.parametrize("budget", [None, 120])
 def test_the_windows_stop_before_evaluating_their_last_iterate(budget):
     # Documented (docs/minimize.md): a run its windows stop made nit evaluations, its
