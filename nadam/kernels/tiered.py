@@ -114,25 +114,20 @@ class Tiered:
             return result
         return self._serial(*args)
 
-    def _chosen(self) -> int:
-        log = self._log
-        return int(log[1] < log[0] + math.log(self.MARGIN))
-
     def _timed_call(self, args: tuple) -> Any:
         timed, log = self._timed, self._log
         self._calls += 1
+        chosen = int(log[1] < log[0] + math.log(self.MARGIN))
         if timed[1] < 2 or timed[0] < 2:  # each one's first two calls: threaded first
             v = 1 if timed[1] < 2 else 0
         else:
-            v = self._chosen()
-            if self._calls % self.EXPLORE == 0:
-                v = 1 - v
+            v = 1 - chosen if self._calls % self.EXPLORE == 0 else chosen
         step = self.threaded if v else self._serial
         t0 = self._clock()
         result = step(*args)
         t = math.log(max(self._clock() - t0, 1e-9))
         n = timed[v] = timed[v] + 1
-        if n > 2 and v == self._chosen():
+        if n > 2 and v == chosen:
             log[v] = (1 - self.ALPHA) * log[v] + self.ALPHA * t
         elif n > 1:  # (the first call is not counted; an explored one replaces)
             log[v] = t

@@ -226,11 +226,9 @@ class Stages:
         """At the end of a window, judge it and act; the outcome ``(status, f, g, what)``
         of a run that has converged, else None.  Does nothing elsewhere."""
         s, v, plan = self.state, self.state.stages, self.plan
-        # A run that has converged stays so: resumed from its state, it stops at once.
-        if v[STALLS] >= plan.stalls:
-            return self._converged(plan.describe(self._rows))
-        if plan.adapt and v[STEP] < FLOOR * v[STEP0]:
-            return self._floored()
+        done = self._finished()  # (a converged run resumed from its state: at once)
+        if done is not None:
+            return done
         nit = s.nit
         if nit - v[START] < plan.window:
             return None
@@ -252,14 +250,12 @@ class Stages:
             v[STALLS] = 0
             return None
         v[STALLS] += 1
-        if v[STALLS] >= plan.stalls:
-            return self._converged(plan.describe(self._rows))
-        if plan.adapt:
+        if v[STALLS] < plan.stalls and plan.adapt:
             self._set_step(v[STEP] * CUT)
-            if v[STEP] < FLOOR * v[STEP0]:
-                return self._floored()
+        done = self._finished()
+        if done is None and plan.adapt:
             self._restart_stage()
-        return None
+        return done
 
     def recover(self) -> bool:
         """After a non-finite loss, gradient or step: go back to the best point with a
@@ -299,8 +295,15 @@ class Stages:
         s.counters[ORIGIN] = s.nit
         v[WINDOWS] = 0
 
-    def _floored(self) -> tuple:
-        return self._converged(f"the step size fell below {FLOOR:g} of its initial value")
+    def _finished(self) -> tuple | None:
+        # The run has converged, and stays so: its windows stalled too often, or (adapt)
+        # its step size fell below the floor.
+        v, plan = self.state.stages, self.plan
+        if v[STALLS] >= plan.stalls:
+            return self._converged(plan.describe(self._rows))
+        if plan.adapt and v[STEP] < FLOOR * v[STEP0]:
+            return self._converged(f"the step size fell below {FLOOR:g} of its initial value")
+        return None
 
     def _converged(self, what: str) -> tuple:
         s = self.state
