@@ -478,7 +478,7 @@ class _Batch(_Checkpointed):
         restart_slots = [k for k, name in enumerate(slots) if name in opt.rule.restart]
         form = "vectorized" if self.vectorized else "device" if self.device else "njit"
         self.batch, self.run_loop = _loop(form, fun, m, x, box, from_params, args, self.spec)
-        self.stage_arrays, self.windows = _row_windows(self.batch, m, restart_slots)
+        self.stage_arrays, self.windows = _row_windows(self.batch, m, restart_slots, from_params)
         # (A device batch is one launch per call of the loop.)
         self.threads = 1 if self.device else opt.threads or get_threads()
         self.pool: ThreadPoolExecutor | None = None  # during run(), with threads > 1
@@ -744,7 +744,7 @@ def _row_state(batch: Batch, b: int, first: Minimizer, stages: np.ndarray | None
 
 
 def _row_windows(
-    batch: Batch, first: Minimizer, restart_slots: list[int]
+    batch: Batch, first: Minimizer, restart_slots: list[int], from_params: list[int]
 ) -> tuple[np.ndarray | None, list[Stages] | None]:
     """The state of every problem's windows (a row each), and their :class:`Stages`,
     acting on the problem's rows; ``(None, None)`` for runs without windows."""
@@ -762,9 +762,9 @@ def _row_windows(
         def set_lr(lr: float) -> None:
             hp[rules.LR] = lr
 
-        def restart() -> None:  # nadam.optimizers.restart, on problem b's rows
-            for k in restart_slots:
-                s[k] = s0[k]
+        def restart(whole: bool) -> None:  # nadam.optimizers.restart, on problem b's rows
+            for k in range(len(s)) if whole else restart_slots:
+                s[k] = batch.x[b] if k in from_params else s0[k]
             aux[...] = aux0
 
         return {"set_lr": set_lr, "restart": restart}

@@ -373,7 +373,10 @@ def minimize(
             the best candidate's by as much (minibatches; default 1e-6).  After
             5 (full batch) or 3 (minibatches) windows in a row without it, the
             run stops (status 6); without ``lr`` each such window also halves the
-            step size and returns to the best point.
+            step size and returns to the best point, and the run stops only at a
+            fresh start: it starts afresh from its best point instead while the
+            windows that made progress since it last did lowered the loss by
+            more than 1e-5, relative (``docs/tuning-free.md``).
         window : int, optional
             Iterations per window: default 50 with a full batch, whole epochs of
             at least 100 steps (at most 2,000) with minibatches.

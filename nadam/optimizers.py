@@ -446,11 +446,14 @@ class Optimizer(Snapshots):
         return f"{type(self).__name__}(<{kind} of {self._flat.size}>, {hyper})"
 
 
-def restart(opt: Optimizer) -> None:
+def restart(opt: Optimizer, whole: bool = False) -> None:
     """Start the moment estimates of ``opt`` afresh: the state slots its rule's ``restart``
     names go back to their initial value and its host state ``aux`` to the initial one;
-    the rest (and the step count ``t``) is kept.  (nadam's tuning-free runs do this after
-    a divergence: :mod:`nadam.loop.stages`.)
+    the rest (and the step count ``t``) is kept.  With ``whole``, every state slot starts
+    again, from the current parameters (the slots ``from_params`` names take them): the
+    steps go on as those of an optimizer created at the current parameters would, the
+    step count ``t`` aside.  (nadam's tuning-free runs restart after a divergence, and
+    restart whole when their windows stall: :mod:`nadam.loop.stages`.)
 
     Raises
     ------
@@ -462,7 +465,9 @@ def restart(opt: Optimizer) -> None:
         raise TypeError(f"{type(opt).__name__} has no restart (its rule names no slots)")
     initial = opt.rule.initial(opt._values)
     for k, name in enumerate(opt._slots):
-        if name in names:
+        if whole and name in opt.rule.from_params:
+            opt._state[k] = opt._flat
+        elif whole or name in names:
             if opt._device is not None:
                 opt._device.fill(opt._state[k], initial)
             else:

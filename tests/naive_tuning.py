@@ -6,7 +6,7 @@ see the same batches and the same evaluation rows.
 
 :func:`run` returns ``(x, info)``: the answer before the final full-data evaluation, and
 ``nit``, ``nfev`` (objective calls), ``status`` (6 converged, 1 budget, 3 gave up after
-divergences), ``step`` (the step size in force) and ``cuts``.
+divergences), ``step`` (the step size in force), ``cuts`` and ``starts`` (fresh starts).
 """
 
 from __future__ import annotations
@@ -68,7 +68,10 @@ def run(
     best_f, best_x = math.inf, None  # the lowest loss evaluated (full batch)
     best_score, best_candidate = math.inf, None  # the best candidate (minibatches)
     progress = False
-    nit = nfev = cuts = 0
+    nit = nfev = cuts = starts = 0
+    # The lowest loss (best score) when the run last started afresh, and when a window
+    # last made progress.
+    fresh = mark = math.inf
     start = stalls = windows = origin = 0
     status = BUDGET
 
@@ -101,14 +104,26 @@ def run(
                         best_score, best_candidate = score, candidate.copy()
                 else:
                     moved, progress = progress, False
+                lowest = best_score if noisy else best_f
+                if math.isinf(fresh):  # the first judged window
+                    fresh = mark = lowest
                 if moved:
                     stalls = 0
+                    mark = lowest
                 else:
                     stalls += 1
-                    if stalls >= stalls_max:
+                    gained = mark < (fresh - 1e-5 * abs(fresh) if math.isfinite(fresh) else fresh)
+                    if stalls >= stalls_max and adapt and gained:
+                        # Not converged: on again, as a run started at the best point would.
+                        fresh = mark = lowest
+                        stalls, step = 0, step0
+                        state.clear()
+                        back_to_best()
+                        starts += 1
+                    elif stalls >= stalls_max:
                         status = CONVERGED
                         break
-                    if adapt:
+                    elif adapt:
                         step *= 0.5
                         cuts += 1
                         if step < 1e-12 * step0:
@@ -150,4 +165,5 @@ def run(
     else:
         answer = best_x if best_x is not None else x
     info = {"nit": nit, "nfev": nfev, "status": status, "step": step, "cuts": cuts}
+    info["starts"] = starts
     return answer, info

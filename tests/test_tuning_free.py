@@ -14,6 +14,7 @@ import warnings
 
 import numpy as np
 import pytest
+import scipy.optimize as scipy_optimize
 from naive import NaiveOptimizer
 from naive_tuning import run as naive_run
 
@@ -350,6 +351,85 @@ def test_restart_forgets_the_moments_and_keeps_the_distance():
         restart(nadam.Adam(np.zeros(2)))
 
 
+def test_a_whole_restart_steps_as_an_optimizer_created_at_the_current_point():
+    x = np.array([1.0, -2.0, 0.5])
+    opt = nadam.AdamDistance(x, r_eps=0.1, amsgrad=True)
+    rng = np.random.default_rng(3)
+    for _ in range(7):
+        opt.step(rng.normal(size=3))
+    restart(opt, whole=True)
+    fresh_x = x.copy()
+    fresh = nadam.AdamDistance(fresh_x, r_eps=0.1, amsgrad=True)
+    for _ in range(5):
+        g = rng.normal(size=3)
+        opt.step(g)
+        fresh.step(g)
+        assert np.array_equal(x, fresh_x)  # the origin moved to where the restart was
+    for name in opt.state:
+        assert np.array_equal(opt.state[name], fresh.state[name]), name
+
+
+def drop_then_flat(drop, start=1e6):
+    """A loss of ``start`` for the first window, lower by ``drop`` (relative) from the
+    tenth evaluation of the second window on, whatever x (a tiny gradient)."""
+    calls = [0]
+
+    def fun(x):
+        calls[0] += 1
+        return start * (1 - drop) if calls[0] >= 60 else start, np.full_like(x, 1e-20)
+
+    return fun
+
+
+@pytest.mark.parametrize(
+    ("drop", "nit"),
+    [
+        # above FRESH_FTOL = 1e-5 (relative: an absolute 1e-5 of a loss of 1e6 is nothing):
+        # window 2 makes progress, windows 3..7 stall, then a fresh start, whose five
+        # windows gain nothing: 12 windows
+        (2e-5, 12 * 50),
+        # below it (yet far above ftol = 1e-10): no fresh start, 7 windows
+        (0.5e-5, 7 * 50),
+    ],
+)
+def test_a_run_that_gained_more_than_fresh_ftol_starts_afresh_before_it_stops(drop, nit):
+    assert stages.FRESH_FTOL == 1e-5
+    run = nadam.Minimizer(drop_then_flat(drop), np.ones(2), jac=True)
+    res = run.run()
+    assert (res.status, res.nit) == (6, nit)
+    # a fresh start sets the step size back to its start; the last segment then cut it
+    # four times
+    assert run.state.optimizer.lr == 0.1 / 16
+    ref = naive_run(drop_then_flat(drop), np.ones(2))[1]
+    assert (ref["nit"], ref["starts"]) == (nit, 1 if drop > 1e-5 else 0)
+
+
+def test_a_fresh_start_gets_past_a_stop_on_steps_that_outgrew_the_fit():
+    # A new user's Michaelis-Menten fit from a far start (K = 100 for 0.05): the steps K
+    # grew to on its way down overshoot the narrow valley at every size five cuts try, and
+    # the run used to stop there (loss 166 for 0.317, gradient 118) as "converged".
+    s = np.array([0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])
+    v = np.array([1.09, 2.02, 3.41, 6.18, 7.75, 9.05, 10.81, 11.49])
+
+    def sse(p, s, v):
+        vmax, k = p
+        d = k + s
+        r = vmax * s / d - v
+        return r @ r, 2 * np.stack([s / d, -vmax * s / d**2]) @ r
+
+    x0 = np.array([10.0, 100.0])
+    res = minimize(sse, x0, args=(s, v))
+    ref = scipy_optimize.least_squares(
+        lambda p: p[0] * s / (p[1] + s) - v, [12.0, 0.05], xtol=1e-15, ftol=1e-15, gtol=1e-15
+    )
+    assert res.status == 6
+    np.testing.assert_allclose(res.fun, sse(ref.x, s, v)[0], rtol=1e-10)
+    np.testing.assert_allclose(res.x, ref.x, rtol=1e-6)
+    x, info = naive_run(sse, x0, (s, v))
+    assert info["starts"] >= 1
+    np.testing.assert_allclose(res.x, x, rtol=1e-10)
+
+
 def test_the_defaults_fit_the_issue_s_damped_sinusoid_as_curve_fit_does():
     from scipy.optimize import curve_fit
 
@@ -458,6 +538,21 @@ def test_a_state_with_bad_stages_is_refused_and_changes_nothing():
             isinstance(value, np.ndarray) and value.dtype.kind == "f"
         )
         assert np.array_equal(value, after[key], equal_nan=nan), key
+
+
+def test_a_state_saved_before_the_fresh_starts_resumes():
+    # Seven slots, without FRESH and MARK.  Saved before the first judged window, where
+    # both are still inf, the resumed run is the uninterrupted one, bit for bit.
+    fun, args = logistic(n=500)
+    whole = nadam.Minimizer(fun, np.zeros(5), args=args, jac=True).run()
+    first = nadam.Minimizer(fun, np.zeros(5), args=args, jac=True)
+    first.run(30)
+    state = first.state_dict()
+    assert np.isinf(state["stages"][[stages.FRESH, stages.MARK]]).all()
+    old = np.delete(state["stages"], [stages.FRESH, stages.MARK])
+    second = nadam.Minimizer(fun, np.zeros(5), args=args, jac=True)
+    second.load_state_dict({**state, "stages": old})
+    same(second.run(), whole)
 
 
 numba = pytest.importorskip("numba")

@@ -19,7 +19,14 @@ After ``stalls`` windows in a row without progress the run has converged and sto
 A run that finds its own step size (``adapt``: no ``lr``) also acts on each window
 without progress: it halves the step size (the rule's ``lr``) and sends the iterate
 back to the best point found (full batch: the lowest loss evaluated; minibatches: the
-best candidate), where a new *stage* starts, with a new average.  A non-finite loss,
+best candidate), where a new *stage* starts, with a new average.  When its windows
+stall ``stalls`` times in a row, it has converged only if it was already at a *fresh
+start*: a run whose windows that made progress since its last fresh start (or its first
+judged window) lowered its best loss (score) by more than :data:`FRESH_FTOL`, relative,
+starts afresh from the best point instead: step size, moment estimates and distances as at a run's
+start, the best point as the origin.  Stalls say that the step size no longer fits; only
+a fresh start, whose steps begin small and grow to the scale they need, can tell a
+minimum from a step that overshoots one at every size the cuts tried.  A non-finite loss,
 gradient or step is a divergence: back to the best point, the step size divided by
 10 and the moment estimates started afresh
 (:func:`nadam.optimizers.restart`).  A step size below
@@ -50,6 +57,7 @@ __all__ = [
     "BLOWUP",
     "CUT",
     "FLOOR",
+    "FRESH_FTOL",
     "SLOTS",
     "Plan",
     "Stages",
@@ -61,10 +69,12 @@ __all__ = [
 
 #: Slots of the float64 vector ``RunState.stages``: the step size in force (NaN when
 #: the run does not adapt it) and its initial value; the best candidate's score
-#: (minibatches); the iteration at which the window started; windows in a row without
-#: progress; windows of this stage so far; divergences so far.
-STEP, STEP0, BEST, START, STALLS, WINDOWS, DIVERGED = range(7)
-SLOTS = 7
+#: (minibatches); the lowest loss (best score) at the last fresh start, or at the first
+#: judged window (inf before), and at the last window that made progress; the
+#: iteration at which the window started; windows in a row without progress; windows
+#: of this stage so far; divergences so far.
+STEP, STEP0, BEST, FRESH, MARK, START, STALLS, WINDOWS, DIVERGED = range(9)
+SLOTS = 9
 
 #: Full batch: iterations per window, the relative progress a window must make, and
 #: the windows without it that end the run.
@@ -76,6 +86,13 @@ MIN_WINDOW, MAX_WINDOW, NOISY_FTOL, NOISY_STALLS, GRACE = 100, 2000, 1e-6, 3, 1
 #: What a window without progress multiplies the step size by; what a divergence
 #: multiplies it by; the fraction of the initial step size below which the run ends.
 CUT, BLOWUP, FLOOR = 0.5, 0.1, 1e-12
+#: The relative fall of the best loss (score), by the windows that made progress since
+#: the last fresh start, above which a run whose windows stall starts afresh from its
+#: best point instead of stopping.  Far above ``ftol``: a run that has converged gains
+#: less from a fresh start (a few parts in 1e9 on the suite's ill-conditioned fits), and
+#: each fresh start costs ``stalls`` windows; a run stopped on a step that overshot gains
+#: orders of magnitude.
+FRESH_FTOL = 1e-5
 
 
 def epoch_window(rows: int, batch_size: int) -> int:
@@ -151,7 +168,12 @@ class Plan:
             f"{what} improved by less than ftol ({self.ftol:g}, relative) in {self.stalls} "
             f"windows of {self.window} iterations in a row"
         )
-        return text + (", the step size halved after each" if self.adapt else "")
+        if self.adapt:
+            text += (
+                f", the step size halved after each; by less than {FRESH_FTOL:g} since the run "
+                "started (or last started afresh from its best point)"
+            )
+        return text
 
 
 def new_stages(lr: float | None) -> np.ndarray:
@@ -159,7 +181,7 @@ def new_stages(lr: float | None) -> np.ndarray:
     run that does not adapt it)."""
     v = np.zeros(SLOTS)
     v[STEP] = v[STEP0] = math.nan if lr is None else lr
-    v[BEST] = math.inf
+    v[BEST] = v[FRESH] = v[MARK] = math.inf
     return v
 
 
@@ -197,8 +219,9 @@ class Stages:
     evaluation_rows : int or None
         Rows in the evaluation set (for the message).
     set_lr, restart : callable or None
-        ``set_lr(lr)`` sets the step size, ``restart()`` starts the moment estimates
-        afresh; by default, of ``state.optimizer`` (:func:`nadam.optimizers.restart`).
+        ``set_lr(lr)`` sets the step size, ``restart(whole)`` starts the moment
+        estimates afresh (``whole``: the whole state, from the iterate as at a run's
+        start); by default, of ``state.optimizer`` (:func:`nadam.optimizers.restart`).
         :func:`nadam.minimize_many` gives those of one problem's rows.
     """
 
@@ -210,12 +233,12 @@ class Stages:
         origin: Any = None,
         evaluation_rows: int | None = None,
         set_lr: Callable[[float], None] | None = None,
-        restart: Callable[[], None] | None = None,
+        restart: Callable[[bool], None] | None = None,
     ):
         self.plan, self.state = plan, state
         self._score, self._origin, self._rows = score, origin, evaluation_rows
         self._set_lr = set_lr or (lambda lr: setattr(state.optimizer, "lr", lr))
-        self._restart = restart or (lambda: restart_moments(state.optimizer))
+        self._restart = restart or (lambda whole: restart_moments(state.optimizer, whole))
 
     def steps_to_boundary(self, nit: int, steps: int | None) -> int:
         """Steps to the end of the window, or ``steps`` if fewer."""
@@ -246,12 +269,18 @@ class Stages:
         else:
             progress = s.tracker[PROGRESS] != 0.0
             s.tracker[PROGRESS] = 0.0
+        if math.isinf(v[FRESH]):  # the first judged window: the run's own start
+            v[FRESH] = v[MARK] = self._lowest()
         if progress:
             v[STALLS] = 0
+            v[MARK] = self._lowest()
             return None
         v[STALLS] += 1
         if v[STALLS] < plan.stalls and plan.adapt:
             self._set_step(v[STEP] * CUT)
+        elif plan.adapt and _improved(v[MARK], v[FRESH], FRESH_FTOL):
+            self._fresh_start()
+            return None
         done = self._finished()
         if done is None and plan.adapt:
             self._restart_stage()
@@ -267,7 +296,7 @@ class Stages:
             return False
         v[DIVERGED] += 1
         self._set_step(v[STEP] * BLOWUP)
-        self._restart()
+        self._restart(False)
         self._restart_stage()
         v[START] = self.state.nit
         return True
@@ -281,6 +310,20 @@ class Stages:
     def _set_step(self, lr: float) -> None:
         self.state.stages[STEP] = lr
         self._set_lr(lr)
+
+    def _lowest(self) -> float:
+        # What the windows judge: the best candidate's score, or the lowest loss.
+        s = self.state
+        return s.stages[BEST] if self.plan.noisy else s.tracker[BEST_F]
+
+    def _fresh_start(self) -> None:
+        # Back to the best point, and on from there as a run started there would go.
+        v = self.state.stages
+        v[FRESH] = v[MARK] = self._lowest()
+        v[STALLS] = 0
+        self._set_step(v[STEP0])
+        self._restart_stage()
+        self._restart(True)
 
     def _restart_stage(self) -> None:
         # Back to the best point; a new stage (and average) starts there.

@@ -299,18 +299,23 @@ class RunState:
 
     def _checked_stages(self, state: dict, nit: int) -> np.ndarray:
         # nadam.loop.stages.SLOTS: step sizes NaN (not adapted) or finite > 0; the best
-        # score finite or inf; counts whole numbers, the window's start at most nit.
+        # score and the lowest losses at the last fresh start and progress finite or inf;
+        # counts whole numbers, the window's start at most nit.
         v = state["stages"]
+        if isinstance(v, np.ndarray) and v.shape == (7,) and v.dtype == np.float64:
+            # Saved before the fresh starts (seven slots, FRESH and MARK missing): no fresh start
+            # yet, the next judged window then counts as the run's first.
+            v = np.insert(v, 3, [math.inf, math.inf])
         if not (
             isinstance(v, np.ndarray) and v.shape == self.stages.shape and v.dtype == np.float64
         ):
             raise _invalid("stages", v, f"float64 of shape {self.stages.shape}")
-        step, step0, best, start = v[:4]
-        counts = v[4:]
+        step, step0, start = v[0], v[1], v[5]
+        counts = v[6:]
         steps_ok = (math.isnan(step) and math.isnan(step0)) or (0 < step <= step0 < math.inf)
         ok = (
             steps_ok
-            and best > -math.inf
+            and all(best > -math.inf for best in v[2:5])
             and 0 <= start <= nit
             and float(start).is_integer()
             and all(c >= 0 and float(c).is_integer() for c in counts)
@@ -319,7 +324,7 @@ class RunState:
             raise _invalid(
                 "stages",
                 v,
-                "step sizes NaN or 0 < step <= initial step, a best score > -inf, a window start "
+                "step sizes NaN or 0 < step <= initial step, best scores > -inf, a window start "
                 f"in [0, {nit}] and counts: whole numbers >= 0",
             )
         return v
