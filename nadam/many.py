@@ -61,7 +61,7 @@ def minimize_many(
     x0: Any,
     args: tuple = (),
     method: str = "adam",
-    jac: Any = None,
+    jac: bool = True,
     bounds: Any = None,
     options: dict | None = None,
 ) -> OptimizeResult:
@@ -91,8 +91,8 @@ def minimize_many(
         ``per_problem`` says which are.
     method : str
         A rule of :data:`nadam.RULES`, as in :func:`nadam.minimize`.
-    jac : True
-        ``fun`` returns the gradient with the loss.
+    jac : True, default True
+        ``fun`` returns the gradient with the loss: the only form taken.
     bounds : tuple of array_like, sequence of pairs or scipy.optimize.Bounds, optional
         Per problem: ``(lo, hi)`` (or ``Bounds(lo, hi)``) with a 2-D array among them,
         broadcastable to ``(B, n)``.  The same for every problem: the bounds of one

@@ -133,6 +133,27 @@ def seed_key(seed: int | None) -> int:
     return int(word.view(np.int64))
 
 
+def _refuse_unsampled_rows(args: Sequence[Any], sampled: list[int], n: int) -> None:
+    # An argument with the sampled arrays' n rows that is not a NumPy array (a list, a
+    # scipy.sparse matrix, a pandas frame) would reach fun whole beside a batch of the
+    # others: a shape error deep in the user's code at best, a wrong fit at worst.
+    for i, a in enumerate(args):
+        if i in sampled or isinstance(a, (str, bytes)):
+            continue
+        shape = getattr(a, "shape", None)
+        try:
+            rows = shape[0] if shape is not None else len(a)
+        except (TypeError, IndexError):
+            continue
+        if rows == n:
+            raise TypeError(
+                f"args[{i}] (a {type(a).__name__}) has {n} rows, as many as the arrays that "
+                f"batch_size samples (args[{sampled[0]}]), but only NumPy arrays are sampled: "
+                "pass it as one (np.asarray(a), or a sparse matrix's .toarray()), or pass the "
+                "row numbers np.arange(n) among args and take its rows in fun"
+            )
+
+
 class Minibatches:
     """Row-sampled views of a tuple of arguments, filled in place each step.
 
@@ -157,7 +178,8 @@ class Minibatches:
         If no argument is an array with rows, the arrays' lengths differ, or
         ``batch_size`` is out of range.
     TypeError
-        If ``batch_size`` is not an integer.
+        If ``batch_size`` is not an integer, or an argument that is not a NumPy
+        array (a list, a sparse matrix) has as many rows as the sampled arrays.
 
     Notes
     -----
@@ -179,6 +201,7 @@ class Minibatches:
                 f"together; got lengths {', '.join(f'args[{i}]: {n}' for i, n in lengths.items())}"
             )
         n = next(iter(lengths.values()))
+        _refuse_unsampled_rows(args, sampled, n)
         check_int("batch_size", batch_size, 1, n)
         self._args, self._sampled = tuple(args), frozenset(sampled)
         self.n_rows = int(n)

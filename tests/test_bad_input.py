@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 import scipy.optimize as so
+import scipy.sparse
 
 import nadam
 from nadam import Minimizer, kernels, methods, schedules
@@ -370,6 +371,19 @@ ROWS: list[tuple[str, Any, type, str]] = [
         lambda e: _batch(e, (e.A, e.b), batch_size=2.0),
         TypeError,
         r"Invalid option batch_size: 2.0 \(float\)",
+    ),
+    (
+        "args list with the sampled rows",
+        lambda e: _batch(e, (e.A, list(e.b)), batch_size=2),
+        TypeError,
+        r"args\[1\] \(a list\) has 10 rows, as many as the arrays that batch_size samples "
+        r"\(args\[0\]\), but only NumPy arrays are sampled",
+    ),
+    (
+        "args sparse with the sampled rows",
+        lambda e: _batch(e, (scipy.sparse.csr_matrix(e.A), e.b), batch_size=2),
+        TypeError,
+        r"args\[0\] \(a csr_matrix\) has 10 rows.*\(args\[1\]\).*toarray",
     ),
     (
         "args unequal lengths",

@@ -321,7 +321,15 @@ def test_a_python_objective_must_be_njit_or_vectorized():
     with pytest.raises(TypeError, match="numba @njit"):
         nadam.minimize_many(decay.py_func, x0, args=(t, Y), jac=True)
     with pytest.raises(ValueError, match="jac"):
-        nadam.minimize_many(decay, x0, args=(t, Y))
+        nadam.minimize_many(decay, x0, args=(t, Y), jac=False)
+
+
+def test_jac_is_true_by_default():
+    x0, Y, t = data()
+    options = {"lr": 0.01, "maxiter": 50}
+    implicit = nadam.minimize_many(decay, x0, args=(t, Y), options=options)
+    explicit = nadam.minimize_many(decay, x0, args=(t, Y), jac=True, options=options)
+    assert np.array_equal(implicit.x, explicit.x)
 
 
 @pytest.mark.parametrize(
