@@ -404,10 +404,8 @@ def test_a_run_that_gained_more_than_fresh_ftol_starts_afresh_before_it_stops(dr
     assert (ref["nit"], ref["starts"]) == (nit, 1 if drop > 1e-5 else 0)
 
 
-def test_a_fresh_start_gets_past_a_stop_on_steps_that_outgrew_the_fit():
-    # A new user's Michaelis-Menten fit from a far start (K = 100 for 0.05): the steps K
-    # grew to on its way down overshoot the narrow valley at every size five cuts try, and
-    # the run used to stop there (loss 166 for 0.317, gradient 118) as "converged".
+def michaelis_menten_far():
+    """A new user's Michaelis-Menten fit from a far start (K = 100 for 0.05)."""
     s = np.array([0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0])
     v = np.array([1.09, 2.02, 3.41, 6.18, 7.75, 9.05, 10.81, 11.49])
 
@@ -417,7 +415,14 @@ def test_a_fresh_start_gets_past_a_stop_on_steps_that_outgrew_the_fit():
         r = vmax * s / d - v
         return r @ r, 2 * np.stack([s / d, -vmax * s / d**2]) @ r
 
-    x0 = np.array([10.0, 100.0])
+    return sse, (s, v), np.array([10.0, 100.0])
+
+
+def test_a_fresh_start_gets_past_a_stop_on_steps_that_outgrew_the_fit():
+    # The steps K grew to on its way down overshoot the narrow valley at every size five
+    # cuts try, and the run used to stop there (loss 166 for 0.317, gradient 118) as
+    # "converged".
+    sse, (s, v), x0 = michaelis_menten_far()
     res = minimize(sse, x0, args=(s, v))
     ref = scipy_optimize.least_squares(
         lambda p: p[0] * s / (p[1] + s) - v, [12.0, 0.05], xtol=1e-15, ftol=1e-15, gtol=1e-15
@@ -502,6 +507,24 @@ def test_a_run_saved_anywhere_resumes_bit_for_bit(case, stop):
     same(second.run(), whole)
     if case == "divergence":
         assert second.state.stages[stages.DIVERGED] == 1
+
+
+@pytest.mark.parametrize("stop", [400, 401, 1000])
+def test_a_run_saved_around_a_fresh_start_resumes_bit_for_bit(stop):
+    # The Michaelis-Menten fit starts afresh at its 400th iteration's boundary: saved just
+    # before the stall that does it, just after, and in the fresh segment.
+    fun, args, x0 = michaelis_menten_far()
+    whole = nadam.Minimizer(fun, x0, args=args, jac=True).run()
+    first = nadam.Minimizer(fun, x0, args=args, jac=True)
+    assert first.run(stop) is None
+    v = first.state.stages
+    if stop == 400:  # four stalls; the fifth, at the boundary, starts afresh
+        assert v[stages.STALLS] == 4 and v[stages.STEP] == 0.1 / 16
+    else:  # started afresh at the lowest loss then, 166
+        assert 165 < v[stages.FRESH] < 167
+    second = nadam.Minimizer(fun, x0, args=args, jac=True)
+    second.load_state_dict(first.state_dict())
+    same(second.run(), whole)
 
 
 def test_a_checkpoint_file_resumes_bit_for_bit(tmp_path):
