@@ -1200,7 +1200,9 @@ def adam_distance_update(p, g, s, h, i, flags):
         s[2, i] = v
     k = 3 if amsgrad else 2  # the distance travelled; the origin next to it
     origin = s[k + 1, i]
-    r = max(s[k, i], h[10] + h[10] * abs(origin))
+    # The first distance: r_eps of the parameter's own scale, |p0|; absolute where p0 = 0,
+    # which has none.  Relative, the steps do not depend on a parameter's units.
+    r = max(s[k, i], h[10] * abs(origin) if origin != 0.0 else h[10])
     new = (p[i] if RAW_PARAM else h[2] * p[i]) - (h[7] * r) * (m / (math.sqrt(v) * h[8] + h[9]))
     moved = abs(new - origin)
     # Not max(): a NaN step (which the guarded loops never write) must leave r as it is.
@@ -1246,8 +1248,8 @@ ADAM_DISTANCE = Rule(
     r"""m_t &= \beta_1 m_{t-1} + (1-\beta_1) g_t, \quad
     v_t = \beta_2 v_{t-1} + (1-\beta_2) g_t^2 \quad (\text{amsgrad: } v_t \leftarrow
     \max(v^{\max}_{t-1}, v_t)) \\
-r_{t-1} &= \max\big(r_\epsilon (1 + |p_0|),\ \max_{s<t} |p_s - p_0|\big)
-    \quad \text{(per element)} \\
+r_{t-1} &= \max\big(r_\epsilon |p_0|,\ \max_{s<t} |p_s - p_0|\big)
+    \quad \text{(per element; } r_\epsilon \text{ where } p_0 = 0) \\
 p_t &= p_{t-1} - \frac{\gamma\, r_{t-1}}{1-\beta_1^k}\,
     \frac{m_t}{\sqrt{v_t}/\sqrt{1-\beta_2^k} + \epsilon}""",
     adam_distance_update,
@@ -1276,7 +1278,8 @@ p_t &= p_{t-1} - \frac{\gamma\, r_{t-1}}{1-\beta_1^k}\,
             "r_eps",
             1e-6,
             low_open=True,
-            doc="Initial distance :math:`r_\\epsilon`, relative to :math:`1 + |p_0|`.",
+            doc="Initial distance :math:`r_\\epsilon`, relative to :math:`|p_0|` (absolute "
+            "where :math:`p_0 = 0`).",
         ),
     ),
     (

@@ -198,8 +198,8 @@ def adam_distance(
     decoupled_weight_decay,
 ):
     """Adam whose step is lr times the distance travelled (docs/tuning-free.md): r is
-    the largest |p_s - p_0| over the iterates so far, at least r_eps (1 + |p_0|); eps
-    None is the square root of the dtype's smallest normal number."""
+    the largest |p_s - p_0| over the iterates so far, at least r_eps |p_0| (r_eps where
+    p_0 = 0); eps None is the square root of the dtype's smallest normal number."""
     if eps is None:
         eps = np.sqrt(np.finfo(p.dtype).tiny)
     if "origin" not in state:
@@ -207,7 +207,7 @@ def adam_distance(
         state["distance"] = np.zeros_like(p)
         state["k"] = 0
     p0 = state["origin"]
-    r = np.maximum(state["distance"], r_eps * (1 + np.abs(p0)))
+    r = np.maximum(state["distance"], r_eps * np.where(p0 == 0, 1.0, np.abs(p0)))
     # Adam's step with lr * r (an array) as the step size, k counting the bias corrections.
     state["k"] += 1
     k = state["k"]

@@ -167,7 +167,12 @@ class TestTwoRanks:
         for r in ranks:
             out = ok(r[scenario], scenario)
             par, ser = out["mpi"], out["serial"]
-            np.testing.assert_allclose(par["x"], ser["x"], rtol=1e-10, atol=1e-10)
+            # The tuning-free run ends on its fresh start's windows, whose steps at the
+            # optimum follow the gradient's rounding (Adam's steps do not shrink with it):
+            # the ranks' sums, rounded otherwise than one process's, make other last steps,
+            # a few 1e-9 of x apart, where the loss is the same to its last bits.
+            xtol = 1e-7 if scenario == "tuning_free_full_batch" else 1e-10
+            np.testing.assert_allclose(par["x"], ser["x"], rtol=xtol, atol=1e-10)
             np.testing.assert_allclose(par["jac"], ser["jac"], rtol=1e-10, atol=1e-10)
             assert abs(par["fun"] - ser["fun"]) <= 1e-10 * max(1.0, abs(ser["fun"]))
             assert (par["nit"], par["status"]) == (ser["nit"], ser["status"])

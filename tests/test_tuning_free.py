@@ -165,6 +165,29 @@ def test_the_defaults_take_the_same_steps_whatever_the_loss_scale(scale, batch_s
         np.testing.assert_allclose(res.x, best, rtol=1e-6)
 
 
+@pytest.mark.parametrize("batch_size", [None, 64])
+def test_the_defaults_take_the_same_steps_whatever_the_parameters_units(batch_size):
+    # x = c * u with c a power of two per parameter: the gradient in u is c times that in
+    # x, Adam's direction is unchanged, and the distances (from r_eps |u0| on) are 1/c
+    # times those in x, so u_k = x_k / c exactly and every loss is the same.  (With the
+    # first distance r_eps (1 + |x0|), x0 = 1e-9 took its first step 100 times its size.)
+    fun, args, best = scaled_least_squares()
+    c = 2.0 ** np.array([-40.0, 17.0, 40.0, -3.0])
+    x0 = np.array([0.3, -0.002, 25.0, 1.5])
+
+    def in_u(u, A, b):
+        f, g = fun(c * u, A, b)
+        return f, c * g
+
+    options = {} if batch_size is None else {"batch_size": batch_size, "seed": 0}
+    ref = minimize(fun, x0, args=args, options=options)
+    res = minimize(in_u, x0 / c, args=args, options=options)
+    np.testing.assert_array_equal(c * res.x, ref.x)
+    assert (res.nit, res.nfev, res.status, res.fun) == (ref.nit, ref.nfev, ref.status, ref.fun)
+    if batch_size is None:
+        np.testing.assert_allclose(res.x * c, best, rtol=1e-6)
+
+
 @pytest.mark.parametrize("budget", [None, 120])
 def test_the_windows_stop_before_evaluating_their_last_iterate(budget):
     # Documented (docs/minimize.md): a run its windows stop made nit evaluations, its
@@ -345,7 +368,7 @@ def test_restart_forgets_the_moments_and_keeps_the_distance():
     # the next step is a first step again (bias corrections from k = 1)
     before = x.copy()
     opt.step(np.array([1.0, -1.0]))
-    r = np.maximum(distance, 0.1 * (1 + np.abs(origin)))
+    r = np.maximum(distance, 0.1 * np.where(origin == 0, 1.0, np.abs(origin)))
     np.testing.assert_allclose(x, before - 0.1 * r * np.array([1.0, -1.0]), rtol=1e-7)
     with pytest.raises(TypeError, match="no restart"):
         restart(nadam.Adam(np.zeros(2)))
@@ -418,10 +441,10 @@ def michaelis_menten_far():
     return sse, (s, v), np.array([10.0, 100.0])
 
 
-def test_a_fresh_start_gets_past_a_stop_on_steps_that_outgrew_the_fit():
-    # The steps K grew to on its way down overshoot the narrow valley at every size five
-    # cuts try, and the run used to stop there (loss 166 for 0.317, gradient 118) as
-    # "converged".
+def test_a_far_start_of_a_narrow_valley_reaches_the_optimum():
+    # Before the fresh starts, the steps K grew to on its way down overshot the narrow
+    # valley at every size five cuts tried, and the run stopped there (loss 166 for
+    # 0.317, gradient 118) as "converged".
     sse, (s, v), x0 = michaelis_menten_far()
     res = minimize(sse, x0, args=(s, v))
     ref = scipy_optimize.least_squares(
@@ -430,9 +453,12 @@ def test_a_fresh_start_gets_past_a_stop_on_steps_that_outgrew_the_fit():
     assert res.status == 6
     np.testing.assert_allclose(res.fun, sse(ref.x, s, v)[0], rtol=1e-10)
     np.testing.assert_allclose(res.x, ref.x, rtol=1e-6)
+    # The reference takes its fresh starts too.  (Not the same path: its steps differ from
+    # the compiled ones by an ulp now and then, and a start this far off amplifies that
+    # into other decisions; both end at the optimum.)
     x, info = naive_run(sse, x0, (s, v))
-    assert info["starts"] >= 1
-    np.testing.assert_allclose(res.x, x, rtol=1e-10)
+    assert info["status"] == 6 and info["starts"] >= 1
+    np.testing.assert_allclose(x, ref.x, rtol=1e-6)
 
 
 def test_the_defaults_fit_the_issue_s_damped_sinusoid_as_curve_fit_does():
@@ -509,19 +535,34 @@ def test_a_run_saved_anywhere_resumes_bit_for_bit(case, stop):
         assert second.state.stages[stages.DIVERGED] == 1
 
 
-@pytest.mark.parametrize("stop", [400, 401, 1000])
-def test_a_run_saved_around_a_fresh_start_resumes_bit_for_bit(stop):
-    # The Michaelis-Menten fit starts afresh at its 400th iteration's boundary: saved just
-    # before the stall that does it, just after, and in the fresh segment.
-    fun, args, x0 = michaelis_menten_far()
+def first_fresh_start(fun, x0, args):
+    """The iteration at whose window boundary the run first starts afresh."""
+    run = nadam.Minimizer(fun, x0, args=args, jac=True)
+    first = math.inf  # (set by the first judged window)
+    while run.run(50) is None:  # a boundary is judged when the next chunk starts
+        fresh = run.state.stages[stages.FRESH]
+        if math.isinf(first):
+            first = fresh
+        elif fresh != first:
+            return run.state.nit - 50
+    raise AssertionError("no fresh start")
+
+
+@pytest.mark.parametrize("after", [0, 1, 137])
+def test_a_run_saved_around_a_fresh_start_resumes_bit_for_bit(after):
+    # Saved at the boundary whose stall starts afresh (before it is judged), just after,
+    # and within the fresh segment.
+    fun, args = logistic(n=500)
+    x0 = np.zeros(5)
+    stop = first_fresh_start(fun, x0, args) + after
     whole = nadam.Minimizer(fun, x0, args=args, jac=True).run()
     first = nadam.Minimizer(fun, x0, args=args, jac=True)
     assert first.run(stop) is None
     v = first.state.stages
-    if stop == 400:  # four stalls; the fifth, at the boundary, starts afresh
-        assert v[stages.STALLS] == 4 and v[stages.STEP] == 0.1 / 16
-    else:  # started afresh at the lowest loss then, 166
-        assert 165 < v[stages.FRESH] < 167
+    if after == 0:  # four stalls; the fifth, judged at the boundary, starts afresh
+        assert v[stages.STALLS] == stages.FULL_STALLS - 1
+    elif after == 1:  # the step size is back at its start
+        assert v[stages.STEP] == v[stages.STEP0] and v[stages.STALLS] == 0
     second = nadam.Minimizer(fun, x0, args=args, jac=True)
     second.load_state_dict(first.state_dict())
     same(second.run(), whole)
