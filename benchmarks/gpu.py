@@ -173,7 +173,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     for rule, kw in wanted:
         values = {**rule.defaults, **kw}
-        opts = rule.options(values)
+        opts = rule.flags(values)
         k = len(rule.slots(opts))
         p0 = rng.standard_normal(n).astype(dtype)
         s0 = np.abs(rng.standard_normal((k, n))).astype(dtype)  # valid for every rule

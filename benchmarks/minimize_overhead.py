@@ -46,12 +46,12 @@ def main() -> None:
     rule = rules.ADAM
     hp = np.zeros(rule.n_hyper)
     rule.pack(rule.defaults, hp)
-    stepper = cpu.stepper(rule, rule.options(rule.defaults), cpu.choose_parallel(n, get_threads()))
+    stepper = cpu.stepper(rule, rule.flags(rule.defaults), cpu.choose_parallel(n, get_threads()))
 
     def fresh():
         # x, the rule's state, aux and the coefficient buffer, as an Optimizer holds them.
         x = np.zeros(n)
-        s = rule.initial_state(rule.defaults, rule.options(rule.defaults), n, x.dtype)
+        s = rule.initial_state(rule.defaults, rule.flags(rule.defaults), n, x.dtype)
         return x, s, rule.initial_aux(rule.defaults), np.zeros(rule.n_coefficients)
 
     def floor():
@@ -84,7 +84,7 @@ def main() -> None:
 
     def run_minimize(options=None, **kw):
         def timed():
-            opts = {"maxiter": steps, "gtol": 0.0, **(options or {})}
+            opts = {"lr": 1e-3, "maxiter": steps, "gtol": 0.0, **(options or {})}
             t0 = time.perf_counter()
             res = nadam.minimize(fun, np.zeros(n), jac=True, options=opts, **kw)
             elapsed = time.perf_counter() - t0

@@ -275,11 +275,12 @@ class Minimizer:
         return result
 
     def _view_of(self, x: Any) -> Any:
-        # What the objective receives for x: the run's read-only view of the iterate,
-        # or of the best or average iterate.
-        if x is self.state.x:
-            return self._problem.view
-        return readonly(x) if isinstance(x, np.ndarray) else x
+        # What the objective receives for x (the iterate, or the best or average one), as
+        # in the loop: the Python loop's fun a copy in x0's shape, as scipy passes
+        # (nadam.loop.iteration.python_loop); the compiled loop's @njit fun a read-only
+        # view (a writable array would be another type, compiled again).
+        v = self._problem.view if x is self.state.x else readonly(x)
+        return np.copy(v) if isinstance(v, np.ndarray) and not self.compiled else v
 
 
 def _host(a: Any) -> np.ndarray:
@@ -317,8 +318,9 @@ def minimize(
     ----------
     fun : callable
         ``fun(x, *args) -> float`` (or ``-> (float, ndarray)`` with ``jac=True``).
-        ``x`` has x0's shape and dtype; it is the iterate itself, read-only, not
-        a copy: copy it if you keep it.  With ``batch_size``, ``fun`` gets a
+        ``x`` has x0's shape and dtype: a new copy of the iterate at each call,
+        as scipy passes, yours to keep (an ``@njit`` ``fun`` in the compiled loop
+        gets the iterate itself, read-only).  With ``batch_size``, ``fun`` gets a
         batch of rows of each array in ``args`` and must accept any number of
         rows (it is also evaluated on all rows at the end).
     x0 : array_like

@@ -467,6 +467,33 @@ ROWS: list[tuple[str, Any, type, str]] = [
         TypeError,
         r"fun must return \(f, g\) when jac=True; got float 1.0",
     ),
+    # The usual slip: fun returns (f, g) and jac=True is left out.  Finite differences
+    # check the loss before differencing it (it used to fail subtracting two tuples).
+    (
+        "(f, g) without jac=True",
+        lambda e: _minimize(e, fun=quad, jac=None),
+        TypeError,
+        r"fun returned a tuple of 2 where the loss alone was expected: .*pass jac=True if "
+        r"fun returns \(f, g\)",
+    ),
+    (
+        "(f, g) with a callable jac",
+        lambda e: _minimize(e, fun=quad, jac=lambda x: 2 * x),
+        TypeError,
+        r"fun returned a tuple of 2 at iteration 0 where the loss alone was expected",
+    ),
+    (
+        "finite differences of a vector",
+        lambda e: _minimize(e, fun=lambda x: x * x, jac="3-point"),
+        ValueError,
+        r"fun must return a scalar objective value, got shape \(4,\)",
+    ),
+    (
+        "finite differences of None",
+        lambda e: _minimize(e, fun=lambda x: None, jac="cs"),
+        TypeError,
+        r"fun must return a real scalar, got None of type NoneType",
+    ),
     # Issue 15 item 8: the same checks after the first evaluation, naming fun and the
     # iteration, instead of numba's TypingError or the optimizer's message about `grad`.
     (

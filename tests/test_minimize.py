@@ -530,16 +530,75 @@ def test_x0_shape_dtype_and_isolation():
 
     def fun(x):
         shapes.append((x.shape, x.dtype))
-        with pytest.raises(ValueError, match="read-only"):
-            x[0, 0] = 0.0  # the objective sees the iterate read-only
-        return float(np.sum(x**2)), 2 * x
+        f, g = float(np.sum(x**2)), 2 * x
+        x[0, 0] = 1e9  # a copy: the run's iterate is not the objective's to change
+        return f, g
 
     res = nadam.minimize(fun, x0, jac=True, options={"maxiter": 5})
+    same = nadam.minimize(
+        lambda x: (float(np.sum(x**2)), 2 * x), x0, jac=True, options={"maxiter": 5}
+    )
+    np.testing.assert_array_equal(res.x, same.x)
     assert res.x.shape == (2, 2) and res.x.dtype == np.float64
     assert set(shapes) == {((2, 2), np.dtype(np.float64))}
     x0 = np.ones(3, np.float32)
     nadam.minimize(lambda x: (float(x @ x), 2 * x), x0, jac=True, options={"maxiter": 5})
     np.testing.assert_array_equal(x0, 1.0)  # never modified
+
+
+def _least_squares():
+    rng = np.random.default_rng(4)
+    A, b = rng.normal(size=(30, 3)), rng.normal(size=30)
+
+    def loss_grad(x, A=A, b=b):
+        r = A @ x - b
+        return 0.5 * (r @ r) / len(b), A.T @ r / len(b)
+
+    return loss_grad, (A, b)
+
+
+@pytest.mark.parametrize("jac", [True, None, "3-point"])
+def test_an_objective_may_keep_its_x_as_with_scipy(jac):
+    # The memoiser a scipy user writes keeps x itself, not a copy (scipy passes a new
+    # array at each call).  Given the iterate, updated in place, it always "hit" and the
+    # run returned x0 as converged; given copies it is the objective itself.
+    loss_grad, _ = _least_squares()
+    fun = loss_grad if jac is True else (lambda x: loss_grad(x)[0])
+
+    class Memo:
+        x = value = None
+
+        def __call__(self, x):
+            if self.x is None or not np.array_equal(x, self.x):
+                self.x, self.value = x, fun(x)
+            return self.value
+
+    res = nadam.minimize(Memo(), np.zeros(3), jac=jac)
+    ref = nadam.minimize(fun, np.zeros(3), jac=jac)
+    # (2-point differences can vanish exactly near the optimum: status 0, gtol = 0 met)
+    assert res.success and (res.status, res.nit, res.fun) == (ref.status, ref.nit, ref.fun)
+    np.testing.assert_array_equal(res.x, ref.x)
+    best = so.minimize(loss_grad, np.zeros(3), jac=True, method="BFGS", options={"gtol": 1e-12})
+    np.testing.assert_allclose(res.x, best.x, rtol=1e-5)
+
+
+def test_the_points_an_objective_keeps_are_those_it_was_given():
+    # A history of points, kept without copying: with minibatches the objective also
+    # scores the windows' candidates and evaluates the answer on all rows at the end.
+    loss_grad, args = _least_squares()
+    points = []
+
+    def fun(x, A, b):
+        points.append(x)
+        return loss_grad(x, A, b)
+
+    res = nadam.minimize(
+        fun, np.zeros(3), args=args, jac=True, options={"batch_size": 8, "seed": 1}
+    )
+    assert res.nfev == len(points) and len({id(p) for p in points}) == len(points)
+    np.testing.assert_array_equal(points[0], 0.0)
+    np.testing.assert_array_equal(points[-1], res.x)  # the final evaluation's point
+    assert len({p.tobytes() for p in points}) > len(points) // 2
 
 
 @pytest.mark.parametrize(

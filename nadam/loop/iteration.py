@@ -186,6 +186,19 @@ def python_loop(state: RunState, parts: Parts) -> Callable:
     but the steps and the stopping rules, which are compiled already)."""
     opt, evaluate, check, draw = state.optimizer, parts.evaluate, parts.check, parts.draw
     pending = parts.pending
+    # fun gets a copy of the iterate, its own, as scipy's minimize passes: a memoiser or a
+    # history that keeps x without copying it must not see it change.  (A device iterate
+    # is passed as it is: a copy would allocate device memory each evaluation.)
+    if isinstance(state.x, np.ndarray):
+
+        def evaluate_at(xv, batch):
+            return evaluate(xv.copy(), *batch)
+
+    else:
+
+        def evaluate_at(xv, batch):
+            return evaluate(xv, *batch)
+
     project, weight = parts.project, parts.weight
     schedule = state.schedule
     flat_of = _flat_gradient(state)
@@ -208,7 +221,7 @@ def python_loop(state: RunState, parts: Parts) -> Callable:
         _interrupted=pending.__len__,
         _draw=lambda args, drawn: draw(),
         _ended=_is_none,
-        _evaluate=lambda xv, batch: evaluate(xv, *batch),
+        _evaluate=evaluate_at,
         _FEV=parts.fev,
         _output=output,
         _track=parts.track,

@@ -25,8 +25,9 @@ FD_METHODS = ("2-point", "3-point", "cs")
 
 
 def readonly(a: Any) -> Any:
-    """A read-only view of ``a``: the objective sees the iterate itself (no per-step
-    copy) but cannot modify it.  (CUDA arrays have no read-only flag: as they are.)"""
+    """A read-only view of ``a``: what a compiled objective sees of the iterate (no
+    per-step copy), unable to modify it.  (CUDA arrays have no read-only flag: as they
+    are.)"""
     if not isinstance(a, np.ndarray):
         return a
     v = a.view()
@@ -86,48 +87,76 @@ class FiniteDifferences:
         self.lo, self.hi = (np.full(n, -np.inf), np.full(n, np.inf)) if bounds is None else bounds
         work_dtype = np.complex64 if x.dtype == np.float32 else np.complex128
         self._work = np.empty(n, work_dtype if method == "cs" else x.dtype)
-        self._view = readonly(self._work.reshape(x.shape))
+        self._point = self._work.reshape(x.shape)
         self.g = np.empty_like(x)
         self.evaluations = 1 + (2 * n if method == "3-point" else n)
 
     def __call__(self, x: np.ndarray, *args: Any) -> tuple[Any, np.ndarray]:
-        fun, w, view, lo, hi = self.fun, self._work, self._view, self.lo, self.hi
+        fun, w, lo, hi = self.fun, self._work, self.lo, self.hi
+        # Each point a new array, as scipy's approx_derivative passes: fun may keep it.
+        point = self._point.copy
         g = self.g.reshape(-1)
         xf = x.reshape(-1)
         f0 = fun(x, *args)
+        if type(f0) not in _REAL:  # checked before it is differenced
+            check_loss(f0)
         w[:] = xf
         for i in range(xf.size):
             xi = xf[i]
             h = self.rel_step * (1.0 if xi >= 0 else -1.0) * max(1.0, abs(float(xi)))
             if self.method == "cs":
                 w[i] = xi + 1j * h
-                g[i] = fun(view, *args).imag / h
+                g[i] = fun(point(), *args).imag / h
             elif self.method == "2-point":
                 if not lo[i] <= xi + h <= hi[i] and lo[i] <= xi - h <= hi[i]:
                     h = -h
                 w[i] = xi + h
                 h = float(w[i] - xi)
-                g[i] = (fun(view, *args) - f0) / h
+                g[i] = (fun(point(), *args) - f0) / h
             else:
                 if lo[i] <= xi - abs(h) and xi + abs(h) <= hi[i]:
                     w[i] = xi + h
                     h = float(w[i] - xi)
-                    fp = fun(view, *args)
+                    fp = fun(point(), *args)
                     w[i] = xi - h
-                    g[i] = (fp - fun(view, *args)) / (2 * h)
+                    g[i] = (fp - fun(point(), *args)) / (2 * h)
                 else:
                     if not lo[i] <= xi + 2 * h <= hi[i]:
                         h = -h
                     w[i] = xi + h
                     h = float(w[i] - xi)
-                    f1 = fun(view, *args)
+                    f1 = fun(point(), *args)
                     w[i] = xi + 2 * h
-                    g[i] = (-3.0 * f0 + 4.0 * f1 - fun(view, *args)) / (2 * h)
+                    g[i] = (-3.0 * f0 + 4.0 * f1 - fun(point(), *args)) / (2 * h)
             w[i] = xi
         return f0, self.g
 
 
 _REAL = (float, int, np.float64, np.float32, np.int64, np.int32)
+
+
+def check_loss(f: Any, where: str = "") -> None:
+    """Raise unless ``f`` is a real scalar loss (``where`` says which evaluation)."""
+    where = f" {where}" if where else ""
+    if isinstance(f, (tuple, list)):
+        # The usual slip: fun returns (f, g), and jac=True was left out.
+        raise TypeError(
+            f"fun returned a {type(f).__name__} of {len(f)}{where} where the loss alone was "
+            "expected: without jac=True the gradient comes from finite differences of fun "
+            "(or from jac), and fun must return f; pass jac=True if fun returns (f, g)"
+        )
+    if np.ndim(f) != 0:
+        raise ValueError(
+            f"fun must return a scalar objective value, got shape {np.shape(f)}{where}"
+        )
+    if (
+        not isinstance(f, (int, float, np.integer, np.floating))
+        and not (isinstance(f, np.ndarray) and f.dtype.kind in "iuf")
+        or isinstance(f, (bool, np.bool_))
+    ):
+        raise TypeError(
+            f"fun must return a real scalar, got {f!r:.80} of type {type(f).__name__}{where}"
+        )
 
 
 class OutputCheck:
@@ -182,18 +211,7 @@ class OutputCheck:
                 raise TypeError(f"fun must return (f, g) when jac=True; got {shown} {where}")
             raise TypeError(f"{src} returned {shown} {where}")
         f, g = out
-        if np.ndim(f) != 0:
-            raise ValueError(
-                f"fun must return a scalar objective value, got shape {np.shape(f)} {where}"
-            )
-        if (
-            not isinstance(f, (int, float, np.integer, np.floating))
-            and not (isinstance(f, np.ndarray) and f.dtype.kind in "iuf")
-            or isinstance(f, (bool, np.bool_))
-        ):
-            raise TypeError(
-                f"fun must return a real scalar, got {f!r:.80} of type {type(f).__name__} {where}"
-            )
+        check_loss(f, where)
         if self.device:
             self._device_gradient(g, nit, thorough=True)
             return float(f), g
