@@ -42,6 +42,7 @@ import numba
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench  # noqa: E402  (benchmarks/bench.py, the kernel benchmark of `python -m nadam bench`)
 from common import (  # noqa: E402
     CASES,
     ROOT,
@@ -58,7 +59,6 @@ from common import (  # noqa: E402
 )
 
 import nadam  # noqa: E402
-from nadam import bench  # noqa: E402
 from nadam.kernels import cpu
 from nadam.rules import get_rule  # noqa: E402
 from nadam.threads import get_threads  # noqa: E402
@@ -139,16 +139,14 @@ def _entry_points(dtype, n: int, peers: bool) -> dict:
     """Every way of doing one Adam step on ``n`` elements of ``dtype``."""
     rule = get_rule("adam")
     case = Case("adam")
-    p, g, s, h = bench.make_arrays(case, n, dtype)
+    p, g, s, h, hp, aux = bench.make_arrays(case, n, dtype)
     x1, x2, x3 = p.copy(), p.copy(), p.copy()
     o1 = nadam.Adam(x1)
     o2 = nadam.Adam(x2, nonfinite="ignore")
-    stepper = cpu.stepper(rule, (False,), cpu.choose_parallel(n, get_threads()))
-    kernel = cpu.kernel(rule, (False,), cpu.choose_parallel(n, get_threads()))
-    hp = np.zeros(rule.n_hyper)
-    rule.pack(rule.defaults, hp)
-    aux = np.zeros(0)
-    st = [1]
+    parallel = cpu.choose_parallel(n, get_threads(), np.dtype(dtype).itemsize)
+    stepper = cpu.stepper(rule, case.flags, parallel)
+    kernel = cpu.kernel(rule, case.flags, parallel)
+    st = [10]  # make_arrays took 10 steps
 
     def stepper_call():
         st[0] += 1

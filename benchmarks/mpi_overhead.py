@@ -41,7 +41,8 @@ for _var in ("NUMBA_NUM_THREADS", "OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MK
 
 import numpy as np  # noqa: E402
 from mpi4py import MPI  # noqa: E402
-from nadam.minimize import Minimizer  # noqa: E402
+
+from nadam import Minimizer  # noqa: E402
 
 COMM = MPI.COMM_WORLD
 RANK, SIZE = COMM.Get_rank(), COMM.Get_size()
