@@ -58,8 +58,9 @@ class Problem:
     iterate : array
         The iterate the run updates: ``x``, or its copy on the CUDA device.
     view : array
-        What the objective receives: a read-only view of the iterate (the device
-        iterate itself on a device).
+        A read-only view of the iterate in x0's shape (the device iterate itself on a
+        device): what the compiled loop's objective receives, and what the Python
+        loop copies for its objective.
     box : tuple or None
         The flat bounds ``(lo, hi)``, on the iterate's side.
     args : tuple

@@ -489,6 +489,14 @@ ROWS: list[tuple[str, Any, type, str]] = [
         r"fun must return a scalar objective value, got shape \(4,\)",
     ),
     (
+        "a column x0 broadcasts the loss",
+        lambda e: nadam.minimize(
+            lambda w: (np.sum((np.ones((5, 1)) @ w.T) ** 2, axis=0), w), np.zeros((3, 1)), jac=True
+        ),
+        ValueError,
+        r"got shape \(3,\) at iteration 0; x has x0's shape \(3, 1\): pass x0.ravel\(\)",
+    ),
+    (
         "finite differences of None",
         lambda e: _minimize(e, fun=lambda x: None, jac="cs"),
         TypeError,

@@ -99,7 +99,7 @@ class FiniteDifferences:
         xf = x.reshape(-1)
         f0 = fun(x, *args)
         if type(f0) not in _REAL:  # checked before it is differenced
-            check_loss(f0)
+            check_loss(f0, shape=x.shape)
         w[:] = xf
         for i in range(xf.size):
             xi = xf[i]
@@ -135,8 +135,9 @@ class FiniteDifferences:
 _REAL = (float, int, np.float64, np.float32, np.int64, np.int32)
 
 
-def check_loss(f: Any, where: str = "") -> None:
-    """Raise unless ``f`` is a real scalar loss (``where`` says which evaluation)."""
+def check_loss(f: Any, where: str = "", shape: tuple = ()) -> None:
+    """Raise unless ``f`` is a real scalar loss (``where`` says which evaluation,
+    ``shape`` is x's)."""
     where = f" {where}" if where else ""
     if isinstance(f, (tuple, list)):
         # The usual slip: fun returns (f, g), and jac=True was left out.
@@ -146,8 +147,11 @@ def check_loss(f: Any, where: str = "") -> None:
             "(or from jac), and fun must return f; pass jac=True if fun returns (f, g)"
         )
     if np.ndim(f) != 0:
+        # A column x0 (scipy refuses one) often broadcasts the loss into a matrix.
+        column = f"; x has x0's shape {shape}: pass x0.ravel() if fun takes a vector"
         raise ValueError(
             f"fun must return a scalar objective value, got shape {np.shape(f)}{where}"
+            + (column if len(shape) > 1 else "")
         )
     if (
         not isinstance(f, (int, float, np.integer, np.floating))
@@ -211,7 +215,7 @@ class OutputCheck:
                 raise TypeError(f"fun must return (f, g) when jac=True; got {shown} {where}")
             raise TypeError(f"{src} returned {shown} {where}")
         f, g = out
-        check_loss(f, where)
+        check_loss(f, where, self.shape)
         if self.device:
             self._device_gradient(g, nit, thorough=True)
             return float(f), g
