@@ -33,7 +33,7 @@ from ._checks import check_bool, fail
 from .arguments import as_x0, parse_bounds
 from .assembly import identity
 from .loop import compiled
-from .loop.answer import answer
+from .loop.answer import answer, checked_status
 from .loop.batched import PER_ACTIVE, PER_RUN, SHARED, Batch, DeviceLoop, batched_driver
 from .loop.iteration import BAD_OUTPUT, CONTINUE, END, T
 from .loop.objective import readonly
@@ -442,6 +442,7 @@ class _Batch(_Checkpointed):
         box = _bounds(bounds, x)
         if box is not None:
             project(x.reshape(-1), box[0].reshape(-1), box[1].reshape(-1))
+        self.x0, self.box = x.copy(), box  # for the answers' check (checked_status)
         first = self._args_of(0)
         # The compiled loop for an @njit objective (its error says why not); none for
         # a vectorised one, whose evaluations are made here, or a device one.
@@ -684,6 +685,9 @@ class _Batch(_Checkpointed):
                 f, g = first.parts.check(out, state.nit)
             B.ctr[b, NFEV] += first.parts.fev
             B.ctr[b, NJEV] += 1
+        if not self.device:
+            box = None if self.box is None else (self.box[0][b], self.box[1][b])
+            status = checked_status(status, self.x0[b], x, f, g, box)
         out = self.out
         self.done[b] = True
         out.x[b], out.fun[b], out.jac[b], out.status[b] = x, f, g, status

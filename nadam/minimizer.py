@@ -37,7 +37,7 @@ from .assembly import (
     signature,
     windows,
 )
-from .loop.answer import answer
+from .loop.answer import answer, checked_status
 from .loop.compiled import CompiledLoop
 from .loop.iteration import LoopArguments, Parts
 from .loop.objective import OutputCheck, readonly
@@ -120,6 +120,7 @@ class Minimizer:
         if box is not None:
             project(x.reshape(-1), *box)
         fixed, stream = split_args(args)
+        self._x0 = x.copy()  # the start, for the answer's check (loop.answer.checked_status)
         problem = Problem.of(x, box, fixed, stream, o)
         self._problem = problem
         evaluate, fev, source = evaluation(fun, jac, x, o.finite_diff_rel_step, box)
@@ -243,6 +244,8 @@ class Minimizer:
             s.counters[NJEV] += 1
         if self._problem.device is not None:  # the result is on the host, in x0's shape
             x, g = _host(x), _host(g)
+        else:
+            status = checked_status(status, self._x0, x, f, g, self._problem.box)
         success, text = message(
             status, gtol=o.gtol, patience=o.patience, min_delta=o.min_delta, what=what, nit=s.nit
         )

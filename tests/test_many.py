@@ -179,6 +179,42 @@ def test_a_problem_that_diverges_stops_alone():
     assert_each_alone(res, x0, (t, Y), options=options)
 
 
+@njit
+def decay_wrong_sign(p, t, y):
+    f, g = decay(p, t, y)
+    return f, -g
+
+
+@pytest.mark.parametrize("form", ["njit", "vectorized"])
+def test_a_problem_whose_gradient_has_the_wrong_sign_says_so_alone(form):
+    # Problem 1's gradient is flipped (a per-problem sign): it never leaves x0 and says so
+    # (status 7, as minimize does), the others converge.
+    x0, Y, t = data()
+    sign = np.ones(len(x0))
+    sign[1] = -1.0
+    if form == "njit":
+
+        @njit
+        def fun(p, t, y, s):
+            f, g = decay(p, t, y)
+            return f, s * g
+
+        options = {}
+    else:
+
+        def fun(X, t, Y, s):
+            F, G = decay_rows(X, t, Y)
+            return F, s[:, None] * G
+
+        options = {"vectorized": True}
+    res = nadam.minimize_many(fun, x0, args=(t, Y, sign), options=options)
+    assert res.status[1] == nadam.Status.NO_DESCENT and not res.success[1]
+    np.testing.assert_array_equal(res.x[1], x0[1])
+    assert (np.delete(res.status, 1) == nadam.Status.CONVERGED).all()
+    ref = nadam.minimize(decay_wrong_sign, x0[1], args=(t, Y[1]), jac=True)
+    assert (res.status[1], res.nit[1], res.message[1]) == (ref.status, ref.nit, ref.message)
+
+
 def test_results_do_not_depend_on_the_threads():
     x0, Y, t = data(runs=9)
     out = [

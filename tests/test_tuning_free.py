@@ -17,6 +17,7 @@ import pytest
 import scipy.optimize as scipy_optimize
 from naive import NaiveOptimizer
 from naive_tuning import run as naive_run
+from scipy.optimize import Bounds
 
 import nadam
 from nadam.loop import stages
@@ -252,7 +253,10 @@ def test_a_cut_returns_to_the_lowest_loss_and_halves_the_step():
     # the step from x0 with the new step size (and Adam's moments kept)
     assert np.all(run.state.x > 0) and np.all(run.state.x < 1e-3)
     res = run.run()
-    assert res.status == 6 and np.array_equal(res.x, np.zeros(2)) and res.fun == 2.0
+    # Back at x0 each time, and the answer: a jump at x0 that the gradient does not see,
+    # hence no descent (status 7), not convergence.
+    assert res.status == nadam.Status.NO_DESCENT
+    assert np.array_equal(res.x, np.zeros(2)) and res.fun == 2.0
 
 
 def test_a_divergence_restarts_from_the_best_point_with_a_tenth_of_the_step():
@@ -459,6 +463,49 @@ def test_a_far_start_of_a_narrow_valley_reaches_the_optimum():
     x, info = naive_run(sse, x0, (s, v))
     assert info["status"] == 6 and info["starts"] >= 1
     np.testing.assert_allclose(x, ref.x, rtol=1e-6)
+
+
+def sign_flipped(fun):
+    """A hand-written gradient with the wrong sign, the bug scipy's line searches report."""
+
+    def flipped(x, *args):
+        f, g = fun(x, *args)
+        return f, -g
+
+    return flipped
+
+
+@pytest.mark.parametrize("lr", [None, 1e-3])
+def test_a_gradient_of_the_wrong_sign_is_not_reported_as_converged(lr):
+    # Every step raised the loss, the run stayed at x0, and its windows used to call that
+    # converged (success).  It is status 7 now, success False, the answer still x0.
+    fun, args, _ = scaled_least_squares()
+    x0 = np.array([0.3, -0.002, 25.0, 1.5])
+    options = {} if lr is None else {"lr": lr}
+    res = minimize(sign_flipped(fun), x0, args=args, options=options)
+    assert (res.status, res.success) == (nadam.Status.NO_DESCENT, False)
+    assert "never fell below its value at x0" in res.message and "check_grad" in res.message
+    np.testing.assert_array_equal(res.x, x0)
+    assert res.fun == fun(x0, *args)[0]
+
+
+def test_a_start_at_the_minimum_is_converged():
+    # The gradient at a smooth minimum is rounding noise: it predicts no fall, whether or
+    # not the steps find a lower loss.  On a bound, the gradient pushing out predicts none.
+    fun, args, best = scaled_least_squares()
+    res = minimize(fun, best, args=args)
+    assert res.success and res.status == 6 and res.fun <= fun(best, *args)[0]
+    lo = best + np.array([0.0, 0.0, 1.0, 0.0])  # the third parameter's bound, above best
+    res = minimize(fun, lo, args=args, bounds=Bounds(lo, np.inf))
+    assert res.success and res.x[2] == lo[2]
+
+
+def test_a_start_at_a_kink_is_no_descent():
+    # |x| at 0, whose "gradient" sign(0) := 1 promises a fall that no step finds: as a
+    # wrong gradient, reported as such (the message names the kink).
+    res = minimize(lambda x: (float(np.abs(x).sum()), np.where(x >= 0, 1.0, -1.0)), np.zeros(2))
+    assert res.status == nadam.Status.NO_DESCENT and "kink" in res.message
+    np.testing.assert_array_equal(res.x, 0.0)
 
 
 def test_the_defaults_fit_the_issue_s_damped_sinusoid_as_curve_fit_does():

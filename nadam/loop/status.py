@@ -15,6 +15,7 @@ class Status:
     STREAM_END = 4
     INTERRUPTED = 5
     CONVERGED = 6
+    NO_DESCENT = 7
     CALLBACK = 99
 
 
@@ -31,6 +32,13 @@ MESSAGES: dict[int, tuple[bool, str]] = {
     Status.STREAM_END: (True, "Optimization terminated: the stream of args is exhausted."),
     Status.INTERRUPTED: (False, "Optimization interrupted by {what} after {nit} iterations."),
     Status.CONVERGED: (True, "Optimization terminated successfully: {what}."),
+    Status.NO_DESCENT: (
+        False,
+        "The loss never fell below its value at x0 in {nit} iterations, though its gradient "
+        "there says it should: is the gradient that of the loss (its sign)? "
+        "scipy.optimize.check_grad compares it with finite differences. (Or x0 is a minimum "
+        "where the loss has a kink.)",
+    ),
     Status.CALLBACK: (False, "`callback` raised `StopIteration`."),
 }
 
