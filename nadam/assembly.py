@@ -215,7 +215,8 @@ def windows(
         plan = Plan.of(adapt, False, window=o.window, ftol=o.ftol)
     state.stages = new_stages(state.optimizer.lr if adapt else None)
     origin = state.optimizer.state["origin"] if adapt else None
-    return Stages(plan, state, score, origin, rows)
+    start = None if sampler is None else state.x.copy()  # x0, the first candidate
+    return Stages(plan, state, score, origin, rows, start=start)
 
 
 def _hyperparameters(state: RunState) -> dict[str, Any]:

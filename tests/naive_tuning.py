@@ -92,16 +92,18 @@ def run(
             judged = not (noisy and windows <= grace)
             if judged:
                 if noisy:
-                    candidate = x if avg is None else avg
-                    score = float(fun(candidate, *evaluation)[0])
-                    nfev += 1
-                    score = score if math.isfinite(score) else math.inf
-                    if math.isinf(best_score):
-                        moved = score < best_score
-                    else:
-                        moved = score < best_score - tol * abs(best_score)
-                    if score < best_score:
-                        best_score, best_candidate = score, candidate.copy()
+                    # x0 is the first candidate, scored at the first judged window.
+                    firsts = [origin_x, x if avg is None else avg] if math.isinf(fresh) else []
+                    for candidate in firsts or [x if avg is None else avg]:
+                        score = float(fun(candidate, *evaluation)[0])
+                        nfev += 1
+                        score = score if math.isfinite(score) else math.inf
+                        if math.isinf(best_score):
+                            moved = score < best_score
+                        else:
+                            moved = score < best_score - tol * abs(best_score)
+                        if score < best_score:
+                            best_score, best_candidate = score, candidate.copy()
                 else:
                     moved, progress = progress, False
                 lowest = best_score if noisy else best_f

@@ -339,8 +339,13 @@ def test_the_candidate_is_the_polynomial_average_and_the_first_window_is_not_jud
     assert calls.count(400) == 0 and run.state.stages[stages.WINDOWS] == 1
     run.run(W)
     run.run(1)
-    assert calls.count(400) == 1  # the second: the average scored on all 400 rows
-    assert run.state.stages[stages.BEST] < math.inf
+    # The second: x0, the first candidate, then the average, scored on all 400 rows
+    assert calls.count(400) == 2
+    assert np.any(run.state.stage_best != 0)  # the average beat x0 = 0
+    assert run.state.stages[stages.BEST] == fun(run.state.stage_best, *args)[0]
+    run.run(W)
+    run.run(1)
+    assert calls.count(400) == 3  # the third judges the average alone
 
 
 def test_polynomial_average_weights():
@@ -475,13 +480,16 @@ def sign_flipped(fun):
     return flipped
 
 
-@pytest.mark.parametrize("lr", [None, 1e-3])
-def test_a_gradient_of_the_wrong_sign_is_not_reported_as_converged(lr):
-    # Every step raised the loss, the run stayed at x0, and its windows used to call that
-    # converged (success).  It is status 7 now, success False, the answer still x0.
+@pytest.mark.parametrize(
+    "options", [{}, {"lr": 1e-3}, {"batch_size": 64, "seed": 0}], ids=["defaults", "lr", "batch"]
+)
+def test_a_gradient_of_the_wrong_sign_is_not_reported_as_converged(options):
+    # Every step raised the loss, the run stayed at x0 (minibatches: no candidate beat
+    # x0, the first), and its windows used to call that converged (success; a minibatch
+    # run answered with a candidate at 7e9 times x0's loss).  It is status 7 now, success
+    # False, the answer x0.
     fun, args, _ = scaled_least_squares()
     x0 = np.array([0.3, -0.002, 25.0, 1.5])
-    options = {} if lr is None else {"lr": lr}
     res = minimize(sign_flipped(fun), x0, args=args, options=options)
     assert (res.status, res.success) == (nadam.Status.NO_DESCENT, False)
     assert "never fell below its value at x0" in res.message and "check_grad" in res.message

@@ -216,6 +216,9 @@ class Stages:
         (minibatches; it counts its evaluations).
     origin : array or None
         Where the run started (adapt mode: where it goes back to before it has a best point).
+    start : array or None
+        x0 (minibatches): the first candidate, scored at the first judged window, so that
+        a run whose candidates never beat its start answers with the start.
     evaluation_rows : int or None
         Rows in the evaluation set (for the message).
     set_lr, restart : callable or None
@@ -234,9 +237,11 @@ class Stages:
         evaluation_rows: int | None = None,
         set_lr: Callable[[float], None] | None = None,
         restart: Callable[[bool], None] | None = None,
+        start: Any = None,
     ):
         self.plan, self.state = plan, state
         self._score, self._origin, self._rows = score, origin, evaluation_rows
+        self._start = start
         self._set_lr = set_lr or (lambda lr: setattr(state.optimizer, "lr", lr))
         self._restart = restart or (lambda whole: restart_moments(state.optimizer, whole))
 
@@ -260,12 +265,10 @@ class Stages:
         if plan.noisy:
             if v[WINDOWS] <= plan.grace:
                 return None
+            if math.isinf(v[FRESH]) and self._start is not None:
+                self._take(self._start)  # the first judged window: x0 is the first candidate
             candidate = s.x if s.average is None else s.average
-            score = self._score(candidate)
-            progress = _improved(score, v[BEST], plan.ftol)
-            if score < v[BEST]:
-                v[BEST] = score
-                copy_array(s.stage_best, candidate)
+            progress = self._take(candidate)
         else:
             progress = s.tracker[PROGRESS] != 0.0
             s.tracker[PROGRESS] = 0.0
@@ -306,6 +309,16 @@ class Stages:
         """The best candidate (minibatches), or None before the first was scored."""
         s = self.state
         return s.stage_best if self.plan.noisy and s.stages[BEST] < math.inf else None
+
+    def _take(self, candidate: Any) -> bool:
+        # Score a candidate, keep it if it is the best; whether it beat the best by ftol.
+        v = self.state.stages
+        score = self._score(candidate)
+        progress = _improved(score, v[BEST], self.plan.ftol)
+        if score < v[BEST]:
+            v[BEST] = score
+            copy_array(self.state.stage_best, candidate)
+        return progress
 
     def _set_step(self, lr: float) -> None:
         self.state.stages[STEP] = lr
