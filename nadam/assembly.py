@@ -188,11 +188,16 @@ def averaging_weight(average: str | None, beta: float) -> Callable[[int], float]
 
 
 def windows(
-    state: RunState, problem: Problem, parts: Parts, view_of: Callable[[Any], Any]
+    state: RunState,
+    problem: Problem,
+    parts: Parts,
+    view_of: Callable[[Any], Any],
+    start: np.ndarray,
 ) -> Stages | None:
     """The run's windows (:mod:`nadam.loop.stages`), their state set in ``state``; None
     for a run that has none (``lr`` and ``maxiter`` given; a stream of ``args``, whose
-    batches cannot be compared)."""
+    batches cannot be compared).  ``start`` is x0, flat: the minibatches' first
+    candidate."""
     o, sampler = problem.settings, state.sampler
     if o.stages is None or problem.stream is not None:
         return None
@@ -215,8 +220,7 @@ def windows(
         plan = Plan.of(adapt, False, window=o.window, ftol=o.ftol)
     state.stages = new_stages(state.optimizer.lr if adapt else None)
     origin = state.optimizer.state["origin"] if adapt else None
-    start = None if sampler is None else state.x.copy()  # x0, the first candidate
-    return Stages(plan, state, score, origin, rows, start=start)
+    return Stages(plan, state, score, origin, rows, start=None if sampler is None else start)
 
 
 def _hyperparameters(state: RunState) -> dict[str, Any]:

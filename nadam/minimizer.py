@@ -120,7 +120,9 @@ class Minimizer:
         if box is not None:
             project(x.reshape(-1), *box)
         fixed, stream = split_args(args)
-        self._x0 = x.copy()  # the start, for the answer's check (loop.answer.checked_status)
+        # The start: the minibatches' first candidate and the answer's check
+        # (loop.answer.checked_status).
+        self._x0 = x.copy()
         problem = Problem.of(x, box, fixed, stream, o)
         self._problem = problem
         evaluate, fev, source = evaluation(fun, jac, x, o.finite_diff_rel_step, box)
@@ -151,7 +153,7 @@ class Minimizer:
                 stream,
             )
         self.parts = parts
-        self._stages = windows(self.state, problem, parts, self._view_of)
+        self._stages = windows(self.state, problem, parts, self._view_of, self._x0.reshape(-1))
         ckpt = checkpointer(self.state, problem)
         self._loop_fn, arguments, kept = choose_loop(self.state, parts, problem, fun, jac)
         disp = o.disp and (o.comm is None or o.comm.Get_rank() == 0)  # one bar, not one per rank
