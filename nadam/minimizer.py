@@ -216,6 +216,13 @@ class Minimizer:
             use_threads(opt.threads)
         try:
             outcome = self._runner.run(max_steps)
+        except IndexError as exc:
+            if self._x0.ndim == 0:  # fun indexes x as scipy's x of shape (1,), say
+                exc.add_note(
+                    "nadam: x0 is a scalar, so fun gets x as a 0-d array (x keeps x0's "
+                    "shape; scipy passes shape (1,)): give x0 as [value] to index x[0]"
+                )
+            raise
         finally:
             if self.parts.end is not None:
                 self.parts.end()
@@ -322,7 +329,8 @@ def minimize(
     Parameters
     ----------
     fun : callable
-        ``fun(x, *args) -> float`` (or ``-> (float, ndarray)`` with ``jac=True``).
+        ``fun(x, *args) -> float`` (or ``-> (float, ndarray)`` with ``jac=True``; an
+        array of one element stands for its value, as in scipy).
         ``x`` has x0's shape and dtype: a new copy of the iterate at each call,
         as scipy passes, yours to keep (an ``@njit`` ``fun`` in the compiled loop
         gets the iterate itself, read-only).  With ``batch_size``, ``fun`` gets a

@@ -134,7 +134,9 @@ def parse(
     if tol is not None:
         options.setdefault("gtol", check_real("tol", tol, 0.0))
     adapt = "lr" not in options and rule.name in ADAPTIVE
+    method = repr(rule.name)
     if adapt:  # the run finds its step size (docs/tuning-free.md)
+        method += " without lr" if ADAPTIVE[rule.name] != rule.name else ""
         rule = get_rule(ADAPTIVE[rule.name])
     names = list(rule.arguments)
     hyper = {k: v for k, v in options.items() if k in names}
@@ -142,7 +144,7 @@ def parse(
     if unknown:
         warnings.warn(
             f"Unknown solver options: {', '.join(map(str, unknown))} (valid for method "
-            f"{rule.name!r}: {', '.join(names + list(DEFAULT_OPTIONS))})",
+            f"{method}: {', '.join(names + list(DEFAULT_OPTIONS))})",
             OptimizeWarning,
             stacklevel=stacklevel,
         )

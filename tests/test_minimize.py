@@ -708,7 +708,51 @@ def test_bad_objective_output(fun, jac, exc, match):
         nadam.minimize(fun, np.zeros(4), jac=jac)
 
 
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("jac", [True, None, "3-point", "cs"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("shape", [(1,), (1, 1)])
+def test_a_loss_of_one_element_is_its_value_as_in_scipy(jac, dtype, shape):
+    # scipy takes fun's (x - 3)**2 on an x of shape (1,) as a scalar: the same run as
+    # the scalar loss, bit for bit, and no NumPy deprecation (float() of an array).
+    w = np.array([2.0], dtype)
+
+    def scalar(x):
+        f = np.sum(w * (x - 3) ** 2)
+        return (f, 2 * w * (x - 3)) if jac is True else f
+
+    def array(x):
+        out = scalar(x)
+        return (np.reshape(out[0], shape), out[1]) if jac is True else np.reshape(out, shape)
+
+    x0 = np.zeros(shape[-1:], dtype)
+    a, b = (nadam.minimize(f, x0, jac=jac, options={"maxiter": 300}) for f in (scalar, array))
+    assert type(b.fun) is float
+    assert b.x.dtype == dtype
+    assert (a.nit, a.fun) == (b.nit, b.fun)
+    np.testing.assert_array_equal(a.x, b.x)
+
+
+def test_indexing_the_iterate_of_a_scalar_x0_says_why_it_fails():
+    # scipy passes a scalar x0 as shape (1,); nadam keeps x0's shape, so x[0] fails in
+    # fun: the error gains a note that says so (the user's own error is not replaced).
+    with pytest.raises(IndexError, match="0-dimensional") as caught:
+        nadam.minimize(lambda x: (x[0] - 3.0) ** 2, 1.0)
+    assert "give x0 as [value]" in " ".join(caught.value.__notes__)
+    with pytest.raises(IndexError) as caught:
+        nadam.minimize(lambda x: (x[1] - 3.0) ** 2, [1.0])
+    assert not hasattr(caught.value, "__notes__")
+    assert nadam.minimize(lambda x: (x[0] - 3.0) ** 2, [1.0]).x == pytest.approx([3.0])
+
+
 def test_unknown_options_warn_naming_the_key():
+    # The method named is the one the user gave (Adam without lr: its tuning-free form,
+    # whose own option r_eps is listed), not the rule that runs underneath.
+    tuning_free = "maxfun .valid for method 'adam' without lr: .*r_eps"
+    with pytest.warns(so.OptimizeWarning, match=tuning_free):
+        nadam.minimize(quad, np.zeros(4), jac=True, options={"maxfun": 2, "maxiter": 2})
+    with pytest.warns(so.OptimizeWarning, match="maxfun .valid for method 'adam': lr, "):
+        nadam.minimize(quad, np.zeros(4), jac=True, options={"maxfun": 2, "lr": 0.1})
     with pytest.warns(so.OptimizeWarning, match="Unknown solver options: momentum, bogus"):
         res = nadam.minimize(
             quad, np.zeros(4), jac=True, options={"momentum": 0.9, "bogus": 1, "maxiter": 2}

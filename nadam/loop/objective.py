@@ -44,6 +44,12 @@ def with_jac(fun: Callable, jac: Callable) -> Callable:
     return evaluate
 
 
+def _values_of(fun: Callable) -> Callable:
+    # fun, its array of one element as a 0-d array (differences of 0-d arrays are
+    # NumPy scalars, which the gradient's elements take without a deprecation).
+    return lambda *a: np.asarray(fun(*a)).reshape(())
+
+
 class FiniteDifferences:
     r"""Finite-difference gradients, as ``evaluate(x, *args) -> (f, g)``.
 
@@ -100,6 +106,9 @@ class FiniteDifferences:
         f0 = fun(x, *args)
         if type(f0) not in _REAL:  # checked before it is differenced
             check_loss(f0, shape=x.shape)
+            if isinstance(f0, np.ndarray) and f0.ndim:  # one element: difference its value
+                f0 = f0.reshape(())
+                fun = _values_of(fun)
         w[:] = xf
         for i in range(xf.size):
             xi = xf[i]
@@ -135,9 +144,16 @@ class FiniteDifferences:
 _REAL = (float, int, np.float64, np.float32, np.int64, np.int32)
 
 
+def _loss_value(f: Any) -> float:
+    """The loss ``f`` (checked by :func:`check_loss`) as a Python float."""
+    # An array of one element (say fun's (x - 3)**2 on an x of shape (1,)), as scipy
+    # takes it: float() of an array with dimensions is deprecated in NumPy.
+    return float(f.reshape(())) if isinstance(f, np.ndarray) else float(f)
+
+
 def check_loss(f: Any, where: str = "", shape: tuple = ()) -> None:
-    """Raise unless ``f`` is a real scalar loss (``where`` says which evaluation,
-    ``shape`` is x's)."""
+    """Raise unless ``f`` is a real scalar loss, or an array of one element as scipy
+    accepts (``where`` says which evaluation, ``shape`` is x's)."""
     where = f" {where}" if where else ""
     if isinstance(f, (tuple, list)):
         # The usual slip: fun returns (f, g), and jac=True was left out.
@@ -146,7 +162,7 @@ def check_loss(f: Any, where: str = "", shape: tuple = ()) -> None:
             "expected: without jac=True the gradient comes from finite differences of fun "
             "(or from jac), and fun must return f; pass jac=True if fun returns (f, g)"
         )
-    if np.ndim(f) != 0:
+    if np.size(f) != 1:
         # A column x0 (scipy refuses one) often broadcasts the loss into a matrix.
         column = f"; x has x0's shape {shape}: pass x0.ravel() if fun takes a vector"
         raise ValueError(
@@ -216,9 +232,10 @@ class OutputCheck:
             raise TypeError(f"{src} returned {shown} {where}")
         f, g = out
         check_loss(f, where, self.shape)
+        f = _loss_value(f)
         if self.device:
             self._device_gradient(g, nit, thorough=True)
-            return float(f), g
+            return f, g
         if self.shape == () and (
             isinstance(g, np.generic)
             and g.dtype == self.dtype
@@ -241,7 +258,7 @@ class OutputCheck:
                 f"the gradient from {src} has dtype {g.dtype} {where}, but x has dtype "
                 f"{self.dtype}: nadam never mixes precisions; return the gradient in x0's dtype"
             )
-        return float(f), g
+        return f, g
 
     def _device_gradient(self, g: Any, nit: int, thorough: bool = False) -> None:
         src, where = self.source, self._where(nit)
