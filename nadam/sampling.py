@@ -192,7 +192,8 @@ class Minibatches:
         if not sampled:
             raise ValueError(
                 "batch_size needs at least one NumPy array in args to sample rows from; "
-                f"got args of types {[type(a).__name__ for a in args]}"
+                f"got args of types {[type(a).__name__ for a in args]}: pass the arrays "
+                "to sample as arguments of their own, fun(x, X, y), not inside a dict or list"
             )
         lengths = {i: args[i].shape[0] for i in sampled}
         if len(set(lengths.values())) > 1:

@@ -398,6 +398,12 @@ ROWS: list[tuple[str, Any, type, str]] = [
         r"batch_size needs at least one NumPy array in args",
     ),
     (
+        "arrays inside a dict in args",
+        lambda e: _batch(e, ({"X": e.A, "y": e.b},), batch_size=2),
+        ValueError,
+        r"got args of types \['dict'\]: pass the arrays to sample as arguments of their own",
+    ),
+    (
         "args stream + batch_size",
         lambda e: _batch(e, iter([(e.A,)]), batch_size=2),
         ValueError,
