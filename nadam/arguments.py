@@ -50,8 +50,11 @@ def as_x0(x0: Any, name: str = "x0") -> np.ndarray:
     x = np.array(a, dtype=dtype, order="C", copy=True)
     if not np.all(np.isfinite(x)):
         bad = np.flatnonzero(~np.isfinite(x))
+        # By its index (in a batch's x0: the problem, then the parameter).
+        index = ", ".join(str(int(i)) for i in np.unravel_index(bad[0], x.shape))
+        where = f"{name}[{index}]" if x.ndim else name
         raise ValueError(
-            f"{name} must be finite; {name}.flat[{bad[0]}] = {float(x.flat[bad[0]])!r} "
+            f"{name} must be finite; {where} = {float(x.flat[bad[0]])!r} "
             f"({bad.size} non-finite element(s))"
         )
     return x

@@ -23,6 +23,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -41,7 +42,7 @@ from .loop.runner import TARGET_SECONDS, Preemption, outcome
 from .loop.stages import START, Stages
 from .loop.state import NFEV, NIT, NJEV, RunState
 from .loop.status import Status, message
-from .loop.tracker import project
+from .loop.tracker import MAXITER, STATE_SLOTS, project, restore_threshold
 from .minimizer import Minimizer
 from .optimizers import TrainEval, switch_point
 from .threads import get_threads
@@ -53,6 +54,7 @@ _UNSUPPORTED = {
     "batch_size": "each problem's data are its own rows of args: give the full batch",
     "comm": "spread the problems over the ranks instead (each rank a minimize_many)",
     "history": "a batch does not record histories",
+    "callback": "a batch calls no callback; options={'disp': True} shows its progress",
 }
 
 
@@ -146,6 +148,12 @@ def minimize_many(
     """
     if _is_dask(x0):
         return _on_dask(fun, x0, args, method, jac, bounds, options)
+    for i, a in enumerate(args if isinstance(args, tuple) else (args,)):
+        if _is_dask(a):  # (the chunks of x0 are what runs on the cluster)
+            raise TypeError(
+                f"args[{i}] is a Dask array but x0 is not: give x0 as a Dask array chunked "
+                f"along the problems to run on Dask, or args[{i}] computed (a NumPy array)"
+            )
     return _Batch(fun, x0, args, method, jac, bounds, options).run()
 
 
@@ -165,6 +173,22 @@ def _solve(fun, x0, args, method, jac, bounds, options) -> tuple:
     res = minimize_many(fun, x0, args, method, jac, bounds, options)
     res.message = np.array(res.message, dtype=object)
     return tuple(res[k] for k in _FIELDS)
+
+
+def _reach(args: tuple, spec: tuple, rows: str) -> str:
+    """Which arguments the objective gets whole and which by the problems' ``rows``."""
+    reach = ", ".join(
+        f"args[{i}] {rows if how == PER_RUN else 'shared'} (shape {np.shape(a)})"
+        for i, (a, how) in enumerate(zip(args, spec, strict=True))
+    )
+    return f"{reach}: options['per_problem'] says which are per-problem"
+
+
+def _chunk_checkpoint(path: str, start: int, stop: int) -> str:
+    """The checkpoint file of rows ``start`` to ``stop - 1`` of a Dask batch whose option
+    ``checkpoint`` is ``path``: ``fits.npz`` -> ``fits.rows0-256.npz``."""
+    root, ext = os.path.splitext(path)
+    return f"{root}.rows{start}-{stop}{ext}"
 
 
 def _on_dask(fun, x0, args, method, jac, bounds, options) -> OptimizeResult:
@@ -189,6 +213,9 @@ def _on_dask(fun, x0, args, method, jac, bounds, options) -> OptimizeResult:
         _warn_if_ambiguous(args, spec, runs, stacklevel=4)
     options["per_problem"] = _indices(chosen, args)
     _check_rows(args, options["per_problem"], runs)
+    path = options.get("checkpoint")
+    if path is not None:  # (its directory is checked where the chunks run)
+        path = checkpoint.check_options(path, None, False, local=False)[0]
     shared = {i: dask.delayed(a) for i, a in enumerate(args) if i not in options["per_problem"]}
     box = None
     if bounds is not None:
@@ -199,7 +226,12 @@ def _on_dask(fun, x0, args, method, jac, bounds, options) -> OptimizeResult:
         stop = start + rows[k]
         chunk_args = tuple(shared[i] if i in shared else a[start:stop] for i, a in enumerate(args))
         chunk_bounds = None if box is None else Bounds(box[0][start:stop], box[1][start:stop])
-        parts.append((rows[k], solve(fun, block, chunk_args, method, jac, chunk_bounds, options)))
+        chunk_options = options
+        if path is not None:  # each chunk is a batch of its own, with its own file
+            chunk_options = {**options, "checkpoint": _chunk_checkpoint(path, start, stop)}
+        parts.append(
+            (rows[k], solve(fun, block, chunk_args, method, jac, chunk_bounds, chunk_options))
+        )
         start = stop
     n = x0.shape[1]
     kinds = {
@@ -385,9 +417,20 @@ class _Checkpointed:
             raise ValueError("x holds non-finite values")
         if (saved["counters"] < 0).any():
             raise ValueError("counters hold negative values")
+        tracker = self.batch.tr
+        settings = tracker.copy()  # this call's, as built from its options
         for key, array in self._arrays().items():
             array[...] = saved[key]
         self.out.message = [str(m) for m in saved["result.message"]]
+        # As a resumed minimize: the rules' state is the file's, their settings (maxiter,
+        # gtol, patience, min_delta, smoothing) this call's, and a problem stopped at the
+        # saved maxiter goes on to a larger one.
+        state = list(STATE_SLOTS.values())
+        settings[:, state] = tracker[:, state]
+        tracker[...] = settings
+        restore_threshold(tracker)
+        below = tracker[:, MAXITER] > self.batch.ctr[:, NIT]
+        self.done[self.done & (self.out.status == Status.MAXITER) & below] = False
 
     def _arrays(self) -> dict[str, np.ndarray]:
         # The batch's arrays by their names in a checkpoint (those it has).
@@ -462,15 +505,10 @@ class _Batch(_Checkpointed):
             prefix = "option compiled=True: "
             if not str(exc).startswith(prefix):
                 raise
-            reach = ", ".join(
-                f"args[{i}] {'row b' if how == PER_RUN else 'shared'}"
-                for i, how in enumerate(self.spec)
-            )
             raise type(exc)(
                 "minimize_many runs an @njit objective in compiled code, or a vectorised one "
                 f"(options={{'vectorized': True}}): {str(exc)[len(prefix) :]}\n"
-                f"(problem b receives {reach}: options['per_problem'] says which are "
-                "per-problem)"
+                f"(problem b receives {_reach(self.args, self.spec, 'row b')})"
             ) from exc.__cause__
         m, opt = self.first, self.first.state.optimizer
         self.settings = m.settings
@@ -534,8 +572,8 @@ class _Batch(_Checkpointed):
                     self.last_f[active] = fs[active]
                     before = active
                     active = self._stopped(active, codes, fs)
-                    if bar is not None:
-                        bar.update(before.size - active.size)
+                    if bar is not None:  # (those the windows stopped at boundaries too)
+                        bar.update(runs - active.size - bar.n)
                     if (
                         ckpt is not None
                         and ckpt.every
@@ -558,6 +596,7 @@ class _Batch(_Checkpointed):
             if self.pool is not None:
                 self.pool.shutdown()
             if bar is not None:
+                bar.update(int(self.done.sum()) - bar.n)
                 bar.close()
         out = self.out
         out.update(
@@ -586,6 +625,12 @@ class _Batch(_Checkpointed):
             try:
                 F, G = self._evaluate(B.xv[active], active)
             except Exception as exc:
+                if not B.ctr[:, NFEV].any():  # its first call: say what it was given
+                    reach = _reach(self.args, self.spec, "their rows")
+                    exc.add_note(
+                        f"(minimize_many: fun got X of shape {B.xv[active].shape}, the rows of "
+                        f"the {active.size} problems running, and {reach})"
+                    )
                 raise _AtBoundary from exc
             B.args = (F, G)
         values = B.values()
@@ -652,6 +697,20 @@ class _Batch(_Checkpointed):
             done.append(b)
         return np.setdiff1d(active, done, assume_unique=True)
 
+    def _evaluate_at(self, b: int, x: np.ndarray, nit: int) -> tuple[float, Any]:
+        """Problem ``b``'s objective at ``x`` (an answer, or a point next to it), counted."""
+        first = self.first
+        if self.vectorized:
+            F, G = self._evaluate(readonly(x[None, :]), np.array([b]))
+            f, g = float(F[0]), G[0]
+        elif self.device:
+            f, g = self.run_loop.evaluate(b, x)
+        else:
+            f, g = first.parts.check(first.parts.evaluate(readonly(x), *self._args_of(b)), nit)
+        self.batch.ctr[b, NFEV] += first.parts.fev
+        self.batch.ctr[b, NJEV] += 1
+        return f, g
+
     def _finish(self, b: int, result: tuple) -> None:
         """Problem ``b``'s answer, as :class:`nadam.Minimizer` gives it."""
         status, f, g, what = result
@@ -675,19 +734,11 @@ class _Batch(_Checkpointed):
             streamed=False,
         )
         if again:
-            if self.vectorized:
-                F, G = self._evaluate(readonly(x[None, :]), np.array([b]))
-                f, g = float(F[0]), G[0]
-            elif self.device:
-                f, g = self.run_loop.evaluate(b, x)
-            else:
-                out = first.parts.evaluate(readonly(x), *self._args_of(b))
-                f, g = first.parts.check(out, state.nit)
-            B.ctr[b, NFEV] += first.parts.fev
-            B.ctr[b, NJEV] += 1
+            f, g = self._evaluate_at(b, x, state.nit)
         if not self.device:
             box = None if self.box is None else (self.box[0][b], self.box[1][b])
-            status = checked_status(status, self.x0[b], x, f, g, box)
+            evaluate = partial(self._evaluate_at, b, nit=state.nit)
+            status = checked_status(status, self.x0[b], x, f, g, box, evaluate)
         out = self.out
         self.done[b] = True
         out.x[b], out.fun[b], out.jac[b], out.status[b] = x, f, g, status

@@ -40,7 +40,7 @@ from .assembly import (
 from .loop.answer import answer, checked_status
 from .loop.compiled import CompiledLoop
 from .loop.iteration import LoopArguments, Parts
-from .loop.objective import OutputCheck, readonly
+from .loop.objective import FiniteDifferences, OutputCheck, readonly
 from .loop.runner import Runner
 from .loop.stages import Stages
 from .loop.state import NFEV, NJEV
@@ -126,6 +126,8 @@ class Minimizer:
         problem = Problem.of(x, box, fixed, stream, o)
         self._problem = problem
         evaluate, fev, source = evaluation(fun, jac, x, o.finite_diff_rel_step, box)
+        # A gradient of the user's: the answer's check asks whether it is the loss's.
+        self._own_gradient = not isinstance(evaluate, FiniteDifferences)
         call = wrap_callback(callback)
         device = problem.device
         if device is not None and call is not None:
@@ -246,15 +248,13 @@ class Minimizer:
             streamed=self._problem.stream is not None,
         )
         if again:
-            f, g = self.parts.check(
-                self.parts.evaluate(self._view_of(x), *self._problem.args), s.nit
-            )
-            s.counters[NFEV] += self.parts.fev
-            s.counters[NJEV] += 1
+            f, g = self._evaluate_at(x)
         if self._problem.device is not None:  # the result is on the host, in x0's shape
             x, g = _host(x), _host(g)
-        else:
-            status = checked_status(status, self._x0, x, f, g, self._problem.box)
+        elif self._own_gradient:
+            # (A stream's data cannot be evaluated again.)
+            evaluate = None if self._problem.stream is not None else self._evaluate_at
+            status = checked_status(status, self._x0, x, f, g, self._problem.box, evaluate)
         success, text = message(
             status, gtol=o.gtol, patience=o.patience, min_delta=o.min_delta, what=what, nit=s.nit
         )
@@ -285,6 +285,14 @@ class Minimizer:
                 f"         Gradient evaluations: {s.njev}"
             )
         return result
+
+    def _evaluate_at(self, x: Any) -> tuple[float, Any]:
+        # The objective on all its data at x (an answer, or a point next to it), counted.
+        s = self.state
+        f, g = self.parts.check(self.parts.evaluate(self._view_of(x), *self._problem.args), s.nit)
+        s.counters[NFEV] += self.parts.fev
+        s.counters[NJEV] += 1
+        return f, g
 
     def _view_of(self, x: Any) -> Any:
         # What the objective receives for x (the iterate, or the best or average one), as

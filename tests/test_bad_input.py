@@ -271,7 +271,7 @@ ROWS: list[tuple[str, Any, type, str]] = [
         "x0 nan",
         lambda e: _minimize(e, x0=[1.0, np.nan]),
         ValueError,
-        r"x0 must be finite; x0.flat\[1\] = nan",
+        r"x0 must be finite; x0\[1\] = nan",
     ),
     ("x0 inf", lambda e: _minimize(e, x0=[np.inf]), ValueError, r"x0 must be finite.* = inf"),
     ("x0 str", lambda e: _minimize(e, x0=["a"]), TypeError, r"x0 must hold real numbers.*<U1"),

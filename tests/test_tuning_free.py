@@ -506,6 +506,14 @@ def test_a_start_at_the_minimum_is_converged():
     lo = best + np.array([0.0, 0.0, 1.0, 0.0])  # the third parameter's bound, above best
     res = minimize(fun, lo, args=args, bounds=Bounds(lo, np.inf))
     assert res.success and res.x[2] == lo[2]
+    # Finite differences' gradient at a minimum of loss 0 is their bias, 1.5e-8 per unit
+    # of curvature, not rounding noise; the loss along it does not fall.  They are the
+    # loss's own gradient, though, which the check is not about: converged (was status 7).
+    c = np.array([1.0, -2.0, 3.0])
+    x0 = c + np.array([1e-10, -3e-10, 2e-10])
+    res = nadam.minimize(lambda x: float(np.sum((x - c) ** 2)), x0)
+    assert res.success and res.status == 6
+    np.testing.assert_array_equal(res.x, x0)
 
 
 def test_a_start_at_a_kink_is_no_descent():

@@ -25,8 +25,10 @@ __all__ = ["answer", "checked_status"]
 #: The move of each parameter, relative (absolute at 0), over which the gradient at x0
 #: predicts the fall of the loss: the tuning-free runs' first step (lr 0.1 of r_eps 1e-6).
 PROBE = 1e-7
-#: A predicted fall above this many roundings of the loss is one the steps would have seen.
-ROUNDINGS = 64
+#: A predicted fall above this many roundings of the loss is one the steps would have seen,
+#: and one the loss's slope measured over the move resolves: the loss's own rounding is
+#: that of a sum of many terms, some dozens of roundings of one.
+ROUNDINGS = 1024
 
 
 def answer(
@@ -79,26 +81,57 @@ def answer(
     return x, f, g, again
 
 
-def checked_status(status: int, x0: Any, x: Any, f: float, g: Any, box: tuple | None) -> int:
+def checked_status(
+    status: int,
+    x0: Any,
+    x: Any,
+    f: float,
+    g: Any,
+    box: tuple | None,
+    evaluate: Callable[[np.ndarray], tuple] | None = None,
+) -> int:
     """``status``, or :attr:`Status.NO_DESCENT` where the windows stopped a run
     (:attr:`Status.CONVERGED`) whose answer ``x`` is ``x0`` itself although ``g``, the
-    gradient there, predicts a fall of the loss ``f`` far above its rounding.
+    gradient there, says the loss ``f`` falls along ``-g``, and it does not.
 
     The run then never found a lower loss in the direction its gradient gives: the
     gradient is not that of the loss (a sign error; ``scipy.optimize.check_grad``), or
     x0 is a minimum where the loss has a kink.  scipy's line searches fail there too.
-    At a smooth minimum the gradient is rounding noise and predicts no fall; a component
-    held at a bound by the gradient (``box`` = ``(lo, hi)``, flat) predicts none either.
+
+    The gradient's say: over a move of each parameter by :data:`PROBE` of its scale
+    against its gradient (the tuning-free runs' first step), it predicts a fall of the
+    loss far above the loss's rounding.  At a smooth minimum it predicts none (the
+    gradient is rounding noise); nor does a component a bound holds (``box`` =
+    ``(lo, hi)``: those the move would take across a bound do not move).  Whether the
+    loss rises instead: ``evaluate(p) -> (f, g)``, the objective at a point ``p`` of
+    x0's shape, at one and two moves from x0 gives the loss's change over one move, its
+    curvature cancelled (to second order); a rise by half the predicted fall or more is
+    status 7.  (Near a smooth minimum the runs' steps, larger than the gradient
+    warrants, may all rise: the curvature then outweighs the slope the gradient gives,
+    and the steps alone would be a false alarm.)  ``evaluate`` None (the data cannot
+    be evaluated again): the gradient's say alone.
     """
     if status != Status.CONVERGED or not isinstance(g, np.ndarray):
         return status
-    x0 = x0.reshape(-1)
+    shape, x0 = x0.shape, x0.reshape(-1)
     if not np.array_equal(np.reshape(x, -1), x0):
         return status
-    g = g.reshape(-1)
+    eps = np.finfo(x0.dtype).eps
+    # At least 16 roundings of x0's dtype, so that a float32 move is one.
+    step = max(PROBE, 16 * float(eps)) * np.where(x0 == 0, 1, np.abs(x0)) * np.sign(g.reshape(-1))
     if box is not None:
         lo, hi = box
-        g = np.where(((x0 <= lo) & (g > 0)) | ((x0 >= hi) & (g < 0)), 0, g)
-    fall = PROBE * float(np.sum(np.abs(g) * np.where(x0 == 0, 1, np.abs(x0)), dtype=np.float64))
-    rounding = ROUNDINGS * float(np.finfo(x0.dtype).eps) * abs(f)
-    return Status.NO_DESCENT if fall > rounding else status
+        step = np.where((x0 - 2 * step < lo) | (x0 - 2 * step > hi), 0, step)
+    once, twice = x0 - step, x0 - 2 * step
+    gradient = g.reshape(-1).astype(np.float64)
+    fall = float(gradient @ (x0 - once).astype(np.float64))  # what the gradient predicts
+    if not fall > ROUNDINGS * float(eps) * abs(f):
+        return status
+    if evaluate is None:
+        return Status.NO_DESCENT
+    try:
+        (f1, _), (f2, _) = evaluate(once.reshape(shape)), evaluate(twice.reshape(shape))
+    except Exception:  # fun fails right where its gradient leads: no fall there
+        return Status.NO_DESCENT
+    slope = (4.0 * f1 - 3.0 * f - f2) / 2.0  # the change over one move, to second order
+    return status if slope <= fall / 2 else Status.NO_DESCENT

@@ -32,6 +32,7 @@ __all__ = [
     "EMA",
     "EMA_BEST",
     "GNORM",
+    "MAXITER",
     "PROGRESS",
     "STALL",
     "STATE_SLOTS",
@@ -77,9 +78,13 @@ def new_tracker(
 
 
 def restore_threshold(tr: np.ndarray) -> None:
-    """Set ``THRESHOLD`` from ``EMA_BEST`` (it is derived, so not saved)."""
-    best = tr[EMA_BEST]
-    tr[THRESHOLD] = best - tr[MIN_DELTA] * abs(best) if best < math.inf else math.inf
+    """Set ``THRESHOLD`` from ``EMA_BEST`` (it is derived, so not saved), in a tracker
+    or in each row of a stack of them."""
+    best = tr[..., EMA_BEST]
+    with np.errstate(invalid="ignore"):  # inf - delta·inf, not taken
+        tr[..., THRESHOLD] = np.where(
+            best < math.inf, best - tr[..., MIN_DELTA] * np.abs(best), math.inf
+        )
 
 
 @njit(cache=True)
