@@ -106,7 +106,15 @@ def parse_bounds(bounds: Any, n: int, dtype: np.dtype) -> tuple[np.ndarray, np.n
         )
     if np.all(np.isneginf(lo)) and np.all(np.isposinf(hi)):
         return None
-    return lo.astype(dtype), hi.astype(dtype)
+    low, high = lo.astype(dtype), hi.astype(dtype)
+    bad = np.flatnonzero(np.isposinf(low) | np.isneginf(high))
+    if bad.size:  # every iterate would be projected onto an infinity
+        i = bad[0]
+        raise ValueError(
+            f"bounds[{i}] = ({lo[i]}, {hi[i]}) holds no finite {np.dtype(dtype).name}; "
+            "allowed: low < inf and high > -inf"
+        )
+    return low, high
 
 
 def split_args(args: Any) -> tuple[tuple, Iterator | None]:

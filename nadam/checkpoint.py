@@ -42,6 +42,7 @@ import os
 import re
 import secrets
 import socket
+import stat
 import warnings
 import zipfile
 from collections.abc import Callable, Mapping
@@ -185,6 +186,10 @@ def _fsync_directory(folder: str) -> None:
 def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> np.ndarray:
     # A raw .npy read that trusts nothing: the array header must describe exactly
     # the member's declared size, and no object dtype (which would need pickle).
+    # Members are stored as they are (save): any other method or flag is damage, and
+    # zipfile would raise NotImplementedError or RuntimeError, or inflate a bomb.
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        raise ValueError(f"member {info.filename!r} is compressed or encrypted")
     with archive.open(info) as fh:
         version = np.lib.format.read_magic(fh)
         if version == (1, 0):
@@ -318,15 +323,31 @@ def check_options(
 
 
 def check_path(path: str) -> None:
-    """Raise ``ValueError`` unless ``path`` can be a checkpoint file: not a directory,
-    in an existing, writable directory."""
+    """Raise ``ValueError`` unless ``path`` can be a checkpoint file: a regular file or
+    a symbolic link if it exists (the file replaces it), in an existing directory
+    where the checkpoint's temporary file can be made (made and removed now)."""
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
         raise ValueError(f"option checkpoint must be a file path, got the directory {path!r}")
     if not os.path.isdir(folder):
         raise ValueError(f"option checkpoint: the directory {folder!r} of {path!r} does not exist")
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise ValueError(f"option checkpoint: the directory {folder!r} of {path!r} is not writable")
+    mode = os.lstat(path).st_mode if os.path.lexists(path) else stat.S_IFREG
+    if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode)):
+        # A device or a FIFO: the first checkpoint would replace it with a file.
+        raise ValueError(
+            f"option checkpoint: {path!r} exists and is not a regular file (a device, FIFO "
+            "or socket), which the checkpoint would replace; give a file path"
+        )
+    # The temporary file itself (os.access does not see a read-only mount, a name too
+    # long, or root's rights): what the first write needs, tried now, not hours later.
+    tmp = os.path.join(folder, _temporary_name(path))
+    try:
+        os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        os.unlink(tmp)
+    except OSError as error:
+        raise ValueError(
+            f"option checkpoint: cannot write a file next to {path!r} in {folder!r} ({error})"
+        ) from None
 
 
 def _mismatches(saved: Mapping[str, Any], mine: Mapping[str, Any]) -> list[str]:

@@ -46,7 +46,7 @@ from .loop.stages import Stages
 from .loop.state import NFEV, NJEV
 from .loop.status import message
 from .loop.tracker import project, track
-from .optimizers import TrainEval
+from .optimizers import TrainEval, check_switch
 from .rules import get_rule
 from .schedules import Schedule
 from .settings import parse
@@ -133,6 +133,8 @@ class Minimizer:
         if device is not None and call is not None:
             call = device.host_callback(call)
         self.state = new_state(rule, hyper, problem)
+        if isinstance(self.state.optimizer, TrainEval):  # the answer is its average x
+            check_switch(rule, self.state.optimizer.arrays[1])
         parts = Parts(
             evaluate=evaluate,
             fev=fev,

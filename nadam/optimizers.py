@@ -51,6 +51,7 @@ __all__ = [
     "check_params",
     "checked_gradient",
     "checked_state",
+    "check_switch",
     "export_state",
     "restart",
     "sharded_step",
@@ -261,7 +262,7 @@ class Optimizer(Snapshots):
             False if device else cpu.choose_parallel(flat.size, self._nthreads, flat.itemsize)
         )
         self._shared = cpu.shared_mode(self._hp)
-        self._steppers: dict[str, Callable] = {}
+        self._steppers: dict[tuple, Callable] = {}
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         # Each public hyperparameter becomes a validated attribute: ``opt.lr = 0.01``
@@ -295,7 +296,7 @@ class Optimizer(Snapshots):
             self._steppers.clear()
 
     # -- the compiled steps ---------------------------------------------------------
-    def stepper(self, kind: str = "plain") -> Callable:
+    def stepper(self, kind: str = "plain", lengths: bool = True) -> Callable:
         """The compiled step of this optimizer's variant (rule, flags, threads,
         shared options), on its own arrays or any others of the same layout.
 
@@ -305,11 +306,13 @@ class Optimizer(Snapshots):
         of :func:`nadam.minimize`'s loops (:func:`nadam.kernels.cpu.guarded_stepper`).
         A threaded step runs its serial twin (the same bits) until it is compiled, in
         the background, and then whichever of the two has been faster of late
-        (:class:`nadam.kernels.tiered.Tiered`).
+        (:class:`nadam.kernels.tiered.Tiered`).  With ``lengths`` False, the CPU
+        step does not check its arrays' lengths (what the optimizer's own steps use,
+        on its arrays and a gradient checked already).
         """
         # In a child forked from a GNU OpenMP parent, the serial loop (the same bits).
         parallel = self._parallel and threads_module.threaded_ok()
-        key = kind if parallel == self._parallel else f"{kind}, serial"
+        key = (kind, parallel, lengths)
         step = self._steppers.get(key)
         if step is None:
             # cpu.stepper, cpu.checked_stepper, cpu.guarded_stepper, or the device's.
@@ -318,9 +321,10 @@ class Optimizer(Snapshots):
                 step = getattr(self._device, name)(self.rule, self._flags)
             else:
                 make = getattr(cpu, name)
-                step = make(self.rule, self._flags, parallel, self._shared)
+                step = make(self.rule, self._flags, parallel, self._shared, lengths)
                 if parallel:  # serial while the threaded step compiles; then the faster
-                    step = Tiered(step, make(self.rule, self._flags, False, self._shared))
+                    serial = make(self.rule, self._flags, False, self._shared, lengths)
+                    step = Tiered(step, serial)
             self._steppers[key] = step
         return step
 
@@ -356,7 +360,7 @@ class Optimizer(Snapshots):
         if self._parallel:
             threads_module.use(self._nthreads)
         args = (self._flat, grad, self._state, self._hp, self.t + 1, self._aux, self._h)
-        bad = self.stepper("guarded")(*args, avg, weight)
+        bad = self.stepper("guarded", lengths=False)(*args, avg, weight)
         self.t += 1
         return bad
 
@@ -423,9 +427,9 @@ class Optimizer(Snapshots):
         if self._comm is not None:
             done = sharded_step(self, args)
         elif self._nonfinite == "ignore":
-            done = self.stepper("plain")(*args) is None
+            done = self.stepper("plain", lengths=False)(*args) is None
         else:
-            done = self.stepper("checked")(*args)
+            done = self.stepper("checked", lengths=False)(*args)
         if not done:
             if self._nonfinite == "raise":
                 raise NonFiniteGradientError(
@@ -511,9 +515,9 @@ def sharded_step(opt: Optimizer, args: tuple) -> bool:
         if bad[0]:
             return False
     if opt.rule.accumulate is None:
-        opt.stepper("plain")(*args)
+        opt.stepper("plain", lengths=False)(*args)
         return True
-    begin, end = cpu.split_stepper(opt.rule, opt._flags, opt._parallel, opt._shared)
+    begin, end = cpu.split_stepper(opt.rule, opt._flags, opt._parallel, opt._shared, False)
     sums = begin(*args)
     comm.Allreduce(MPI.IN_PLACE, sums, op=MPI.SUM)
     end(*args, sums, None, 0.0)
@@ -555,13 +559,19 @@ def checked_state(opt: Optimizer, sd: Any) -> tuple[dict, list, np.ndarray, int]
         )
     values = {**opt._values, **opt.rule.validate(hyper)}
     flags = opt.rule.flags(values)
-    if flags != opt._flags or not isinstance(state, dict) or tuple(state) != opt._slots:
+    if flags != opt._flags:
+        names = ", ".join(opt.rule.flag_names)
+        raise ValueError(
+            f"state_dict['hyper'] gives ({names}) = {flags}, but this optimizer has "
+            f"{opt._flags}: construct it with the same {names}"
+        )
+    if not isinstance(state, dict) or tuple(state) != opt._slots:
         shown = tuple(state) if isinstance(state, dict) else state
         raise ValueError(
             f"state_dict has state {shown} but this optimizer has {opt._slots}; "
             f"construct it with the same {', '.join(opt.rule.flag_names)}"
         )
-    t = check_int("state_dict['t']", t, 0)
+    t = check_int("state_dict['t']", t, 0, np.iinfo(np.int64).max - 1)  # t + 1 is an int64
     rows = []
     for name, row in state.items():
         if not (
@@ -708,14 +718,23 @@ class TrainEval(Optimizer):
         self._train_mode = bool(mode)
 
 
+def check_switch(rule: Rule, hp: np.ndarray) -> None:
+    """Raise ``ValueError`` if the packed hyperparameters ``hp`` of a schedule-free
+    rule leave it no evaluation point: with beta1 = 0 (allowed for training, as in
+    the reference package), the average x is not kept apart from z."""
+    if rule.switch is not None and hp[4] == 0.0:
+        name = "betas[0]" if "betas" in rule.arguments else "momentum"
+        raise ValueError(
+            f"{rule.class_name}'s evaluation point (eval(), and what minimize returns) needs "
+            f"{name} > 0, got 0.0: with 0, the average x is not kept apart from z"
+        )
+
+
 def switch_coefficients(rule: Rule, hp: np.ndarray, to_eval: bool, dtype: Any) -> np.ndarray:
     """The coefficients of a schedule-free rule's switch between its training point y
     and its evaluation point x (:meth:`TrainEval.eval`), in the parameters' dtype."""
-    if to_eval and hp[4] == 0.0:
-        raise ValueError(
-            f"eval() needs {rule.arguments[1]} (beta1) > 0: with 0, the average is not "
-            "kept apart from z"
-        )
+    if to_eval:
+        check_switch(rule, hp)
     h = np.zeros(3, dtype=dtype)
     rule.switch_coefficients(hp, to_eval, h)
     return h
@@ -786,8 +805,8 @@ def optimizer_class(rule: Rule | str) -> type[Optimizer]:
     """The optimizer class of a rule (a :class:`~nadam.rules.Rule` or its name),
     made from the rule on first use: its signature, defaults and docstring are the
     rule's."""
-    if isinstance(rule, str):
-        rule = get_rule(rule)
+    if not isinstance(rule, Rule):
+        rule = get_rule(rule)  # a name, or a TypeError naming what it got
     cls = _CLASSES.get(rule.name)
     if cls is None or cls.rule is not rule:
         signature = _signature(rule)

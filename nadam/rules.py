@@ -382,8 +382,12 @@ def radam_update(p, g, s, h, i, flags):
     v = h[5] * s[1, i] + h[6] * (d * d)
     s[0, i] = m
     s[1, i] = v
-    # Unrectified steps have h[8] = 0, h[9] = 1: the denominator is exactly 1.
-    return (p[i] if RAW_PARAM else h[2] * p[i]) - h[7] * (m / (h[8] * math.sqrt(v) + h[9]))
+    # Unrectified steps (h[8] = 0, h[9] = 1) divide by h[9], as torch, which does not
+    # read v then: not by 0 * sqrt(v) + 1, which is NaN where d * d overflowed.  (A
+    # select in h's dtype, not a literal 1.0: the float32 loop stays float32 and
+    # vectorised.)
+    den = h[8] * math.sqrt(v) + h[9] if h[8] != 0.0 else h[9]
+    return (p[i] if RAW_PARAM else h[2] * p[i]) - h[7] * (m / den)
 
 
 @njit(cache=True)

@@ -16,6 +16,7 @@ lengths of their arrays (``tests/test_kernels_api.py``); their helpers are.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -51,6 +52,15 @@ def _minimize(e, **kw):
 
 def _options(e, **options):
     return _minimize(e, options=options)
+
+
+def _with(state_dict, key, **changes):
+    return {**state_dict, key: {**state_dict[key], **changes}}
+
+
+def _fifo(path):
+    os.mkfifo(path)
+    return path
 
 
 def _batch(e, args, **options):
@@ -259,6 +269,21 @@ ROWS: list[tuple[str, Any, type, str]] = [
         lambda e: e.opt.load_state_dict(nadam.Adam(np.zeros(5)).state_dict()),
         ValueError,
         r"size=5.*size=6",
+    ),
+    (
+        # Named the same state slots twice, as if they differed.
+        "load_state_dict of amsgrad",
+        lambda e: e.opt.load_state_dict(_with(e.opt.state_dict(), "hyper", amsgrad=True)),
+        ValueError,
+        r"state_dict\['hyper'\] gives \(amsgrad\) = \(True,\), but this optimizer has "
+        r"\(False,\): construct it with the same amsgrad",
+    ),
+    (
+        # Taken, and the next step raised OverflowError.
+        "load_state_dict t past int64",
+        lambda e: e.opt.load_state_dict({**e.opt.state_dict(), "t": 2**63}),
+        ValueError,
+        r"Invalid state_dict\['t'\]: 9223372036854775808; allowed: an int >= 0 and <= 92",
     ),
     (
         "load_state_dict junk",
@@ -540,6 +565,14 @@ ROWS: list[tuple[str, Any, type, str]] = [
         ValueError,
         r"Invalid max_steps: 0",
     ),
+    (
+        # Ran to the end, then failed to switch to the average it returns.
+        "minimize schedule-free without an average",
+        lambda e: _minimize(e, method="adamw_schedulefree", options={"betas": (0.0, 0.9)}),
+        ValueError,
+        r"AdamWScheduleFree's evaluation point \(eval\(\), and what minimize returns\) "
+        r"needs betas\[0\] > 0, got 0.0",
+    ),
     # -- minimize: checkpoint options -------------------------------------------------
     (
         "checkpoint type",
@@ -553,6 +586,20 @@ ROWS: list[tuple[str, Any, type, str]] = [
         lambda e: _options(e, checkpoint=e.tmp / "nope" / "c.npz"),
         ValueError,
         r"option checkpoint: the directory '.*nope' of '.*c.npz' does not exist",
+    ),
+    (
+        # The first write would have replaced the FIFO (or a device: /dev/null) by a file.
+        "checkpoint is a FIFO",
+        lambda e: _options(e, checkpoint=_fifo(e.tmp / "pipe")),
+        ValueError,
+        r"option checkpoint: '.*pipe' exists and is not a regular file \(a device, FIFO",
+    ),
+    (
+        # os.access passed it; only the first write, at the end of the run, failed.
+        "checkpoint name too long",
+        lambda e: _options(e, checkpoint=e.tmp / ("c" * 300 + ".npz")),
+        ValueError,
+        r"option checkpoint: cannot write a file next to '.*ccc.npz' in '.*' \(\[Errno 36\]",
     ),
     (
         "checkpoint is a directory",
@@ -667,6 +714,19 @@ ROWS: list[tuple[str, Any, type, str]] = [
     # -- nadam.kernels helpers --------------------------------------------------------
     ("kernels.get", lambda e: kernels.get("bogus"), ValueError, r"Invalid method: 'bogus'"),
     ("kernels.get option", lambda e: kernels.get("adam", amsgrad="y"), TypeError, r"amsgrad.*'y'"),
+    (
+        # "no" was taken as true: the threaded kernel.
+        "kernels.get parallel",
+        lambda e: kernels.get("adam", parallel="no"),
+        TypeError,
+        r"Invalid parallel: 'no' \(str\); allowed: True or False",
+    ),
+    (
+        "optimizer_class None",
+        lambda e: nadam.optimizer_class(None),
+        TypeError,
+        r"Invalid method: None \(NoneType\); allowed: a str",
+    ),
     (
         "kernels.hyperparameters",
         lambda e: kernels.hyperparameters("adam", lr=-1.0),

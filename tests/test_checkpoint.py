@@ -18,6 +18,7 @@ import os
 import random
 import re
 import signal
+import struct
 import subprocess
 import sys
 import threading
@@ -557,6 +558,19 @@ def _drop_a_key(path: Path) -> None:
     checkpoint.save(path, state, meta)
 
 
+def _compression_method(method: int):
+    # The method of the first member in the zip's central directory: zipfile raised
+    # NotImplementedError (99, 1) or inflated whatever the member held (8).
+    def damage(path: Path) -> None:
+        data = bytearray(path.read_bytes())
+        end = data.rfind(b"PK\x05\x06")
+        directory = struct.unpack("<I", data[end + 16 : end + 20])[0]
+        data[directory + 10 : directory + 12] = struct.pack("<H", method)
+        path.write_bytes(bytes(data))
+
+    return damage
+
+
 def _overwrite(path: Path, save, **arrays) -> None:
     with open(path, "wb") as fh:  # a file object: np.save would append a suffix to a name
         save(fh, **arrays)
@@ -569,6 +583,8 @@ _DAMAGED = [
     ("npy file", lambda p: _overwrite(p, np.save, arr=np.zeros(3)), "not an .npz archive"),
     ("other npz", lambda p: _overwrite(p, np.savez, a=np.zeros(3)), "no nadam checkpoint header"),
     ("format", lambda p: _rewrite_header(p, format=99), "format version 99; this version"),
+    ("unknown method", _compression_method(99), "is compressed or encrypted"),
+    ("deflated", _compression_method(8), "is compressed or encrypted"),
     ("missing key", _drop_a_key, r"does not fit this run: .*missing \['optimizer.t'\]"),
 ]
 
@@ -772,11 +788,12 @@ print(json.dumps({"grew_kib": after - before, "error": error}))
 
 def _write_bomb(path: Path, member: str, n: int) -> None:
     """Replace ``member`` of the checkpoint ``path`` by n float64 zeros, deflated (a
-    200 MB array in a ~200 KB member), written in chunks: this process stays small."""
+    200 MB array in a ~200 KB member; the others stored, as nadam writes them), written
+    in chunks: this process stays small."""
     with np.load(path) as npz:
         arrays = {k: npz[k] for k in npz.files if k != member}
     with open(path, "wb") as fh:
-        np.savez_compressed(fh, **arrays)
+        np.savez(fh, **arrays)
     chunk = np.zeros(2**17).tobytes()  # 1 MiB
     with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_DEFLATED) as zf:
         with zf.open(f"{member}.npy", "w", force_zip64=True) as out:
@@ -864,6 +881,67 @@ def test_a_callable_lr_mismatch_is_described_truthfully(tmp_path, saved, resumed
     assert re.search(_UNNAMED, message), f"the lambda is not described: {message}"
     assert re.search(rf"{_NAMED}|\bnamed\b", message), f"the function is not named: {message}"
     assert path.read_bytes() == before
+
+
+@njit
+def _loss_compiled(x, A, b, limit):
+    r = A @ x - b
+    return r @ r / len(b), 2 * A.T @ r / len(b)
+
+
+@njit
+def _bad_gradient_past(x, A, b, limit):
+    # A gradient of the wrong shape once x[0] passes limit (mid-run).
+    f, g = _loss_compiled(x, A, b, limit)
+    return f, (np.zeros(5) if x[0] < limit else g)
+
+
+def test_a_bad_output_of_a_compiled_objective_saves_the_last_step(tmp_path):
+    """The compiled loop's check hands a bad output back to Python, which raised
+    without saving (the Python loop's check raises inside the loop, and saved): both
+    now save the boundary, the same file, and a resume with a mended fun ends where
+    an uninterrupted run does."""
+    _, (A, b) = _problem()
+    opts = {"lr": 0.05, "maxiter": 120, "batch_size": 16, "seed": 3}
+    saved = {}
+    for compiled in (True, False):
+        path = tmp_path / f"{compiled}.npz"
+        run = {**opts, "checkpoint": path, "checkpoint_every": 1000, "compiled": compiled}
+        with pytest.raises(ValueError, match=r"has shape \(5,\) at iteration"):
+            nadam.minimize(_bad_gradient_past, np.zeros(4), (A, b, -0.1), jac=True, options=run)
+        saved[compiled] = checkpoint.load(path)[0]
+    assert 0 < saved[True]["nit"] < 120
+    assert saved[True].keys() == saved[False].keys()
+    for key, value in saved[True].items():
+        np.testing.assert_array_equal(value, saved[False][key], err_msg=key)
+    path = tmp_path / "True.npz"
+    mended = {**opts, "checkpoint": path, "checkpoint_every": 1000, "resume": True}
+    resumed = nadam.minimize(_loss_compiled, np.zeros(4), (A, b, -0.1), jac=True, options=mended)
+    whole = nadam.minimize(_loss_compiled, np.zeros(4), (A, b, -0.1), jac=True, options=opts)
+    np.testing.assert_array_equal(resumed.x, whole.x)
+    assert (resumed.nit, resumed.nfev, resumed.status) == (whole.nit, whole.nfev, whole.status)
+
+
+def test_a_retry_after_fun_raised_goes_on_as_the_run_would_have():
+    """Minimizer.run() again after fun raised, without a checkpoint: the minibatch fun
+    could not evaluate is drawn again (it was skipped: another trajectory)."""
+    loss, data = _problem()
+    calls = []
+
+    def failing(x, A, b):
+        calls.append(None)
+        if len(calls) == 37:
+            raise RuntimeError("transient")
+        return loss(x, A, b)
+
+    opts = {"lr": 0.05, "maxiter": 120, "batch_size": 16, "seed": 3}
+    run = Minimizer(failing, np.zeros(4), args=data, jac=True, options=opts)
+    with pytest.raises(RuntimeError, match="transient"):
+        run.run()
+    retried = run.run()
+    whole = nadam.minimize(loss, np.zeros(4), args=data, jac=True, options=opts)
+    np.testing.assert_array_equal(retried.x, whole.x)
+    assert (retried.nit, retried.status) == (whole.nit, whole.status)
 
 
 def test_fun_raising_mid_run_saves_the_last_completed_step(tmp_path):

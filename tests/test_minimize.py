@@ -320,6 +320,8 @@ def test_every_iterate_is_inside_the_bounds():
         (so.Bounds(np.zeros(3), np.ones(3)), "bounds.lb has 3 elements but x0 has 4"),
         ([(0, 1, 2)] * 4, r"Invalid bounds\[0\]: .*allowed: a \(low, high\) pair"),
         ([(np.nan, 1)] * 4, "NaN"),
+        ([(0, 1), (np.inf, None), (0, 1), (0, 1)], r"bounds\[1\] = \(inf, inf\) holds no finite"),
+        ([(0, 1), (0, 1), (0, 1), (None, -np.inf)], r"bounds\[3\] = \(-inf, -inf\) holds no"),
     ],
 )
 def test_bad_bounds(bounds, match):
@@ -486,6 +488,28 @@ def test_nonfinite_stops_cleanly(bad, what):
     assert np.all(np.isfinite(res.x)) and 0.05 < res.x[0] < 0.07
 
 
+@pytest.mark.parametrize("jac", [True, None])
+def test_an_exactly_zero_gradient_says_so(jac):
+    # "gradient norm <= gtol (0)" read as a rule the user set.  (Finite differences on
+    # a plateau: exactly 0 too.)
+    fun = (lambda x: (float(x @ x), 2 * x)) if jac else (lambda x: 1.0)
+    res = nadam.minimize(fun, np.zeros(3), jac=jac)
+    assert (res.status, res.success, res.nit) == (0, True, 0)
+    assert res.message == "Optimization terminated successfully: the gradient is exactly 0 " + (
+        "(with bounds, its projection)."
+    )
+    res = nadam.minimize(fun, np.zeros(3), jac=jac, options={"gtol": 1e-3})
+    assert res.message == "Optimization terminated successfully: gradient norm <= gtol (0.001)."
+
+
+def test_a_loss_unbounded_below_is_named(recwarn):
+    # sum(x) falls until it overflows to -inf: "not finite" read as NaN from fun.
+    res = nadam.minimize(lambda x: (float(np.sum(x)), np.ones_like(x)), np.zeros(3), jac=True)
+    assert res.status == 3 and not res.success
+    assert f"the objective is -inf at iteration {res.nit} (is it bounded below?)" in res.message
+    assert np.all(np.isfinite(res.x)) and res.fun < -1e307
+
+
 # ---------------------------------------------------------------------------
 # Streams
 # ---------------------------------------------------------------------------
@@ -510,6 +534,30 @@ def test_streamed_args_one_tuple_per_step(data, optimum):
     assert res.status == 4 and res.success and "exhausted" in res.message
     assert res.nit == res.nfev == 1500
     assert (logistic(res.x, X, y, LAM)[0] - optimum.fun) / optimum.fun < 0.05
+
+
+@pytest.mark.parametrize("steps", [3, 20, 300])
+def test_a_stream_end_reports_its_last_evaluation(data, steps):
+    # fun and jac of the last batch, as the status table says: jac was the gradient
+    # kept at the last chunk boundary (evaluation 0 of a short stream).
+    X, y = data
+    seen = []
+
+    def recorded(x, *batch):
+        f, g = logistic(x, *batch)
+        seen.append((f, g.copy()))
+        return f, g
+
+    res = nadam.minimize(
+        recorded,
+        np.zeros(X.shape[1]),
+        args=iter([(X[:64], y[:64], LAM)] * steps),
+        jac=True,
+        options={"lr": 0.05, "maxiter": 10**6, "gtol": 0.0},
+    )
+    assert res.status == 4 and len(seen) == res.nfev == steps
+    assert res.fun == seen[-1][0]
+    np.testing.assert_array_equal(res.jac, seen[-1][1])
 
 
 def test_stream_errors():

@@ -449,14 +449,15 @@ def test_reduction_and_projection_compile_for_the_gpu():
         from numba.core import types as nt
         import numba.cuda.dispatcher as dispatcher
         import nadam.kernels.cuda as ck
+        from nadam.loop.tracker import projected_step
 
         dispatcher.get_current_device = lambda: types.SimpleNamespace(compute_capability=(8, 0))
         ck.load = lambda: cuda
         for dt in (nt.float32, nt.float64):
             a = dt[::1]
-            for projected in (False, True):
+            for step in (None, projected_step):
                 sig = (a, a, a, a, nt.float64[::1])
-                cuda.compile_ptx(ck.inf_norm_kernel(projected).py_func, sig, cc=(8, 0))
+                cuda.compile_ptx(ck.inf_norm_kernel(step).py_func, sig, cc=(8, 0))
             cuda.compile_ptx(ck.project_kernel().py_func, (a, a, a), cc=(8, 0))
         print("compiled ok")
         """

@@ -170,10 +170,13 @@ class TestTwoRanks:
             # The tuning-free run ends on its fresh start's windows, whose steps at the
             # optimum follow the gradient's rounding (Adam's steps do not shrink with it):
             # the ranks' sums, rounded otherwise than one process's, make other last steps,
-            # a few 1e-9 of x apart, where the loss is the same to its last bits.
-            xtol = 1e-7 if scenario == "tuning_free_full_batch" else 1e-10
+            # a few 1e-9 of x apart, where the loss is the same to its last bits, and the
+            # gradients (~1e-10 there) differ by the curvature times that: up to 2e-10
+            # (mpich 5.0.2).
+            free = scenario == "tuning_free_full_batch"
+            xtol, gtol = (1e-7, 1e-9) if free else (1e-10, 1e-10)
             np.testing.assert_allclose(par["x"], ser["x"], rtol=xtol, atol=1e-10)
-            np.testing.assert_allclose(par["jac"], ser["jac"], rtol=1e-10, atol=1e-10)
+            np.testing.assert_allclose(par["jac"], ser["jac"], rtol=1e-10, atol=gtol)
             assert abs(par["fun"] - ser["fun"]) <= 1e-10 * max(1.0, abs(ser["fun"]))
             assert (par["nit"], par["status"]) == (ser["nit"], ser["status"])
         if scenario == "full_batch_sgd_gtol":

@@ -124,6 +124,26 @@ def test_matches_torch(combo, dtype, torch_dtype):
     assert np.max(np.abs(x - x0)) > 0.01  # the run went somewhere
 
 
+@pytest.mark.parametrize("parallel", [False, True], ids=["serial", "threaded"])
+def test_radam_unrectified_steps_ignore_an_overflowed_square(dtype, torch_dtype, parallel):
+    """A gradient whose square overflows (v = inf): torch's first steps (rho_t <= 5) do
+    not read v, and nadam's wrote 0 * sqrt(inf) = NaN; the later steps divide by
+    sqrt(inf), moving nothing, in both."""
+    big = 1e155 if dtype == np.float64 else 2e19
+    n = 2 * 2**16 if parallel else 5  # the threaded kernel from PARALLEL_THRESHOLD up
+    x0 = np.linspace(-1.0, 1.0, n).astype(dtype)
+    g = np.full(n, big, dtype)
+    g[::2] = 1.0  # beside ordinary elements
+    x = x0.copy()
+    opt = CLASSES["radam"](x)
+    ref = TorchRun("radam", x0)
+    for t in range(1, 9):
+        opt.step(g)
+        ref.step(g)
+        assert np.isfinite(x).all(), f"step {t}"
+        assert_close(x, ref.x, err_msg=f"params after step {t}")
+
+
 @pytest.mark.parametrize("variant", [v for v in opts_variants() if _referenced(v[0])], ids=combo_id)
 def test_state_dict_pickle_round_trip_mid_run(variant, dtype, torch_dtype):
     """state_dict -> pickle -> a new optimizer (built with another lr) on the same array ->

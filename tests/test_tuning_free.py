@@ -166,6 +166,28 @@ def test_the_defaults_take_the_same_steps_whatever_the_loss_scale(scale, batch_s
         np.testing.assert_allclose(res.x, best, rtol=1e-6)
 
 
+@pytest.mark.parametrize("scale", [2.0**-70, 2.0**30], ids=["1e-21", "1e9"])
+def test_bounds_take_the_same_steps_whatever_the_loss_scale(scale):
+    # gtol's projected gradient, P(x - g) - x: computed as written, x - g rounded back
+    # to x wherever |g| is below half an ulp of x, so a small loss's bounded run had
+    # a projected gradient of exactly 0 at x0 and stopped there, status 0, success.
+    fun, args, best = scaled_least_squares()
+
+    def scaled(x, A, b):
+        f, g = fun(x, A, b)
+        return scale * f, scale * g
+
+    bounds = [(-100, 100)] * 3 + [(None, best[3] - 0.5)]  # the last one active
+    ref = minimize(fun, np.ones(4), args=args, bounds=bounds)
+    res = minimize(scaled, np.ones(4), args=args, bounds=bounds)
+    np.testing.assert_array_equal(res.x, ref.x)
+    assert (res.nit, res.nfev, res.status) == (ref.nit, ref.nfev, ref.status)
+    assert ref.success and ref.nit > 100
+    assert ref.x[3] == best[3] - 0.5
+    constrained = scipy_optimize.minimize(fun, np.ones(4), args=args, jac=True, bounds=bounds)
+    assert ref.fun <= constrained.fun * (1 + 1e-8)
+
+
 @pytest.mark.parametrize("batch_size", [None, 64])
 def test_the_defaults_take_the_same_steps_whatever_the_parameters_units(batch_size):
     # x = c * u with c a power of two per parameter: the gradient in u is c times that in

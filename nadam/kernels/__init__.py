@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .._checks import check_int, fail
+from .._checks import check_bool, check_int, fail
 from ..rules import RULES, get_rule
 from . import cpu
 
@@ -73,7 +73,7 @@ def get(name: str, parallel: bool = True, **hyper) -> object:
     :func:`state` and :func:`hyperparameters`.  A two-pass rule's kernel is its
     second pass (see :mod:`nadam.rules`).
     """
-    return cpu.kernel(get_rule(name), _flags(name, hyper), parallel)
+    return cpu.kernel(get_rule(name), _flags(name, hyper), check_bool("parallel", parallel))
 
 
 def get_step(name: str, parallel: bool = True, **hyper) -> object:
@@ -81,7 +81,7 @@ def get_step(name: str, parallel: bool = True, **hyper) -> object:
     given hyperparameters: coefficients, then the kernel (both passes of a two-pass
     rule), in one compiled call."""
     rule = get_rule(name)
-    return cpu.stepper(rule, _flags(name, hyper), parallel)
+    return cpu.stepper(rule, _flags(name, hyper), check_bool("parallel", parallel))
 
 
 def hyperparameters(name: str, **values) -> np.ndarray:

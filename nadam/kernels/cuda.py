@@ -235,12 +235,12 @@ def _nonfinite_template(x, flag):
 
 def _inf_norm_template(x, g, lo, hi, partial):
     # partial[block] = max_i |g_i| over this block's elements, or, with _PROJECTED,
-    # max_i |P(x_i - g_i) - x_i| (P: the clip onto [lo_i, hi_i]), the same measures
-    # and arithmetic (in g's dtype) as nadam.loop.tracker's inf_norm and
+    # max_i |P(x_i - g_i) - x_i| (P: the clip onto [lo_i, hi_i]), _step's, the same
+    # measures and arithmetic (in g's dtype) as nadam.loop.tracker's inf_norm and
     # projected_inf_norm.  NaN is sticky in the max (a NaN operand wins), and with
-    # _PROJECTED a non-finite g_i gives NaN, as on the CPU: a finite result
-    # certifies a finite gradient.  A shared-memory tree reduces each block, so
-    # one write per block and no atomics.
+    # _PROJECTED a non-finite g_i gives NaN, as on the CPU: a finite result certifies
+    # a finite gradient.  A shared-memory tree reduces each block, so one write per
+    # block and no atomics.
     buf = cuda.shared.array(THREADS, numba.float64)  # noqa: F821
     tid = cuda.threadIdx.x  # noqa: F821
     i = _index(cuda.grid(1))  # noqa: F821
@@ -251,13 +251,7 @@ def _inf_norm_template(x, g, lo, hi, partial):
         gi = g[i]
         if _PROJECTED:  # noqa: F821 (a compile-time constant: the branch is pruned)
             if math.isfinite(gi):
-                xi = x[i]
-                v = xi - gi
-                if v < lo[i]:
-                    v = lo[i]
-                elif v > hi[i]:
-                    v = hi[i]
-                a = abs(v - xi)
+                a = _step(x[i], gi, lo[i], hi[i])  # noqa: F821
             else:
                 a = math.nan
         else:
@@ -389,11 +383,15 @@ def nonfinite_kernel():
 
 
 @cache
-def inf_norm_kernel(projected: bool):
-    """``norm[grid](x, g, lo, hi, partial)``: each block's ``max |g_i|`` (or, projected,
-    ``max |P(x_i - g_i) - x_i|``) into ``partial[block]``; NaN when a ``g_i`` is."""
-    name = "projected_inf_norm_cuda" if projected else "inf_norm_cuda"
-    return _compile(_inf_norm_template, name, _PROJECTED=bool(projected))
+def inf_norm_kernel(step: Any = None):
+    """``norm[grid](x, g, lo, hi, partial)``: each block's ``max |g_i|``, or with the
+    scalar function ``step(x_i, g_i, lo_i, hi_i)`` (the host's
+    :func:`nadam.loop.tracker.projected_step`), ``max step(...)``, into
+    ``partial[block]``; NaN when a ``g_i`` is."""
+    if step is None:
+        return _compile(_inf_norm_template, "inf_norm_cuda", _PROJECTED=False, _step=None)
+    device = _device_function(step)
+    return _compile(_inf_norm_template, "projected_inf_norm_cuda", _PROJECTED=True, _step=device)
 
 
 @cache

@@ -36,7 +36,6 @@ import numpy as np
 from numba.core.caching import NullCache
 
 from .._specialise import rebind, retarget
-from ..kernels import cpu
 from .iteration import LoopArguments
 from .objective import readonly
 
@@ -224,10 +223,6 @@ def _evaluate_into_template(xv, args):
     return _fun(xv, g, *args[1:]), g  # noqa: F821 (bound by rebind)
 
 
-def _unchecked(*arrays):
-    return None
-
-
 def _as_is(a, draw=None):
     # The arguments as given (no sampling); a row's gradient, flat already.
     return a
@@ -280,11 +275,9 @@ def _kernels(
         _sched=_schedule_row if scheduled else _no_schedule,
     )
     device = cuda.jit(device=True)
-    # The kernels' checks of their arrays' sizes raise with values (which a device
-    # cannot): the batch's arrays are the first run's, checked already.
-    unchecked = device(_unchecked)
-    replace = {cpu.check_arrays: unchecked, cpu.check_host: unchecked}
-    namespace = {"cuda": cuda, "_batched": retarget(batched, device, replace)}
+    # The loop's step checks no array's length (cpu.prepare with lengths=False: a
+    # device could not raise the checks' values); the batch's arrays are its own.
+    namespace = {"cuda": cuda, "_batched": retarget(batched, device)}
     exec(_device_kernel(present), namespace)
     run = namespace["kernel"]
     once = rebind(

@@ -279,7 +279,8 @@ def loop_function(
     advance = rebind(
         _advance_template,
         f"advance_{name}",
-        _prepare=_inline(cpu.prepare(rule, flags, parallel, shared)),
+        # The optimizer made the arrays: no checks of their lengths to compile.
+        _prepare=_inline(cpu.prepare(rule, flags, parallel, shared, lengths=False)),
         _guarded=guarded if parallel else _inline(guarded),
         _weight=WEIGHTS[average],
         _BETA=average_beta,
@@ -300,6 +301,7 @@ def loop_function(
         _observe=_observe,
         _CALLBACK=callback,
         _keep=_keep,
+        _KEEP_ALL=False,  # a copy: only where the call returns (no stream runs here)
         _kept=_same,
         _advance=inline(advance),
     )

@@ -38,7 +38,7 @@ import numpy as np
 
 from ..device import to_host
 from ..kernels import cuda as ck
-from .tracker import BEST_F, track
+from .tracker import BEST_F, projected_step, track
 
 __all__ = ["DeviceRun", "InfNorm", "check_options"]
 
@@ -97,13 +97,13 @@ class InfNorm:
     def __init__(self, n: int, projected: bool = False):
         cuda = ck.load()
         blocks, _ = ck.launch_config(n)
-        self._first = ck.launcher(ck.inf_norm_kernel(projected), n)
+        self._first = ck.launcher(ck.inf_norm_kernel(projected_step if projected else None), n)
         # The second pass reads the per-block maxima as a plain (non-projected) norm
         # (they are >= 0 or NaN, so |m| = m) in one block, which must write out[0]:
         # launch_config would give several blocks for over THREADS maxima.
         grid = (1, min(ck.THREADS, 32 * -(-blocks // 32)))
         self.passes = 1 if blocks == 1 else 2
-        self._second = None if blocks == 1 else ck.launcher(ck.inf_norm_kernel(False), blocks, grid)
+        self._second = None if blocks == 1 else ck.launcher(ck.inf_norm_kernel(), blocks, grid)
         self._partial = cuda.device_array(blocks, np.float64)
         self._out = cuda.device_array(1, np.float64)
         self._host = cuda.pinned_array(1, np.float64)

@@ -122,8 +122,11 @@ def iterate_template(
         if code != CONTINUE:  # gtol, patience or maxiter
             _keep(g, kept)  # noqa: F821
             return code, f
-        if nit + 1 == ctl[END]:
-            _keep(g, kept)  # the call's last gradient: what an interrupted run reports  # noqa: F821
+        if _KEEP_ALL or nit + 1 == ctl[END]:  # noqa: F821
+            # The call's last gradient, what an interrupted run reports; and where
+            # keeping costs nothing (a reference), every gradient: a stream can end
+            # at any iteration, reporting its last.
+            _keep(g, kept)  # noqa: F821
         if _advance(x, g, s, hp, aux, h, lo, hi, avg, sched, ctr, ctl) != 0:  # noqa: F821
             _keep(g, kept)  # noqa: F821
             return STEP_NONFINITE, f
@@ -229,6 +232,7 @@ def python_loop(state: RunState, parts: Parts) -> Callable:
         _observe=lambda sched, ema: schedule.observe(ema),
         _CALLBACK=parts.callback is not None,
         _keep=_keep_reference,
+        _KEEP_ALL=True,
         _kept=_first,
         _advance=advance,
     )

@@ -111,8 +111,12 @@ def outcome(code: int, f: float, g: Any, nit: int, last: tuple) -> tuple:
     CONTINUE) with the loss ``f`` and the kept gradient ``g`` at iteration ``nit``;
     ``last`` is the run's latest evaluation (what a stream's end reports)."""
     if code == Status.NONFINITE:
-        what = "gradient" if math.isfinite(f) else "objective"
-        return (code, f, g, f"the {what} is not finite at iteration {nit}")
+        if f == -math.inf:  # fell without end: overflowed, not NaN
+            what = f"the objective is -inf at iteration {nit} (is it bounded below?)"
+        else:
+            what = f"the {'gradient' if math.isfinite(f) else 'objective'} is not finite"
+            what += f" at iteration {nit}"
+        return (code, f, g, what)
     if code == STEP_NONFINITE:
         what = (
             f"the step to iteration {nit} gave non-finite values, which were not written: "
@@ -238,8 +242,7 @@ class Runner:
                     if s.nit == end:
                         return None
             except Exception:
-                if ckpt is not None:
-                    self._save_after_failure(ckpt)
+                self._after_failure(ckpt)
                 raise
             if outcome is None:
                 f, g = s.last
@@ -285,6 +288,7 @@ class Runner:
             if s.counters[NFEV] != evaluated:
                 s.last = (f, self.kept_gradient(a.kept))
             if code == BAD_OUTPUT:  # the check's own message, from an evaluation in Python
+                self._failed = "loop"  # as if raised in the loop (a Python loop's check)
                 self.parts.check.thorough(self.parts.evaluate(a.xv, *a.args), s.nit)
                 raise RuntimeError("fun returned gradients of different shapes")
             if ctl[PAUSED]:
@@ -333,14 +337,16 @@ class Runner:
             self.state.history.extend(map(tuple, hist[: ctl[RECORDED]].tolist()))
         ctl[RECORDED] = 0
 
-    def _save_after_failure(self, ckpt: Boundary) -> None:
-        # Save the last boundary before the exception propagates.  An objective that
-        # raised had its batch drawn: draw it again on resume.  A callback that raised
-        # was at an evaluated and tracked iterate: take its step, as the run would have.
+    def _after_failure(self, ckpt: Boundary | None) -> None:
+        # Back to the last boundary before the exception propagates, and save it: a
+        # retry (run() again) or a resume goes on as the run would have.  An objective
+        # that raised had its batch drawn: draw it again.  A callback that raised was
+        # at an evaluated and tracked iterate: its step is taken now when there is a
+        # checkpoint to save (else by the next run(), ctl[PAUSED]).
         s, ctl, failed = self.state, self._ctl, self._failed
         self._failed = None
         try:
-            if failed == "callback":
+            if failed == "callback" and ckpt is not None:
                 ctl[PAUSED] = 0
                 ctl[RESUME], ctl[END] = 1, s.nit + 1
                 self.loop(*self.arguments.values())
@@ -350,7 +356,8 @@ class Runner:
                 return  # not the objective's nor the callback's: no boundary to save
         except Exception:  # the state is not at a boundary: better no checkpoint than a wrong one
             return
-        ckpt.write(s)
+        if ckpt is not None:
+            ckpt.write(s)
 
     def _show(self, f: float) -> None:
         bar, s = self._bar, self.state

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["MESSAGES", "Status", "message"]
+__all__ = ["MESSAGES", "Status", "ZERO_GRADIENT", "message"]
 
 
 class Status:
@@ -43,7 +43,16 @@ MESSAGES: dict[int, tuple[bool, str]] = {
 }
 
 
+#: Status.GTOL's message with gtol = 0, where "<= gtol (0)" read as a rule the user set:
+#: the gradient came out exactly 0 (a finite difference on a plateau, say).
+ZERO_GRADIENT = (
+    "Optimization terminated successfully: the gradient is exactly 0 (with bounds, its projection)."
+)
+
+
 def message(status: int, **fields) -> tuple[bool, str]:
     """``(success, message)`` of ``status``, its template filled from ``fields``."""
     success, template = MESSAGES[status]
+    if status == Status.GTOL and fields.get("gtol") == 0:
+        template = ZERO_GRADIENT
     return success, template.format(**fields)
