@@ -50,6 +50,7 @@ write one).
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 from collections.abc import Callable
@@ -136,7 +137,7 @@ class Hyper:
                 check_real("betas[1]", b2, 0.0, 1.0, high_open=True),
             )
         if self.name == "lr" and callable(value):
-            return value
+            return _schedule(value)
         if value is None and self.allow_none:
             return None
         if self.allow_inf and value == math.inf and not isinstance(value, (bool, np.bool_)):
@@ -638,6 +639,20 @@ class Rule:
         if self.switch is not None:
             functions += [self.switch, self.switch_coefficients.py_func]
         return functions
+
+
+def _schedule(value: Callable) -> Callable:
+    # A callable lr is called with the step t alone: one that cannot be (lambda: 0.1)
+    # failed at the first step.  Callables without a signature to read pass as they are.
+    try:
+        signature = inspect.signature(value)
+    except (TypeError, ValueError):
+        return value
+    try:
+        signature.bind(1)
+    except TypeError:
+        fail("lr", value, "a number, or a schedule called as lr(t) with the step t", TypeError)
+    return value
 
 
 def _lr(default: float, doc: str = "Learning rate :math:`\\gamma`, or a schedule ``t -> lr``."):
@@ -1560,4 +1575,29 @@ def get_rule(name: str) -> Rule:
     try:
         return RULES[name.lower()]
     except KeyError:
-        fail("method", name, "one of " + ", ".join(sorted(RULES)))
+        allowed = "one of " + ", ".join(sorted(RULES))
+        if name.lower() in _SCIPY_METHODS:  # a scipy user's first call, say
+            allowed += f" ({name!r} is scipy's: call scipy.optimize.minimize for it)"
+        fail("method", name, allowed)
+
+
+#: scipy.optimize.minimize's methods, which get_rule points to scipy.
+_SCIPY_METHODS = frozenset(
+    (
+        "nelder-mead",
+        "powell",
+        "cg",
+        "bfgs",
+        "newton-cg",
+        "l-bfgs-b",
+        "tnc",
+        "cobyla",
+        "cobyqa",
+        "slsqp",
+        "trust-constr",
+        "dogleg",
+        "trust-ncg",
+        "trust-exact",
+        "trust-krylov",
+    )
+)

@@ -253,6 +253,13 @@ ROWS: list[tuple[str, Any, type, str]] = [
     ("set lr<0", lambda e: _set(e.opt, "lr", -1.0), ValueError, r"Invalid lr: -1.0"),
     ("set betas", lambda e: _set(e.opt, "betas", (1.5, 0.9)), ValueError, r"betas\[0\]: 1.5"),
     (
+        # Taken, and the first step raised a TypeError from inside the optimizer.
+        "set lr to a schedule that takes no step",
+        lambda e: _set(e.opt, "lr", lambda: 0.1),
+        TypeError,
+        r"Invalid lr: <function .*; allowed: a number, or a schedule called as lr\(t\)",
+    ),
+    (
         "set amsgrad",
         lambda e: _set(e.opt, "amsgrad", True),
         ValueError,

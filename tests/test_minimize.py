@@ -217,8 +217,11 @@ def test_iterates_equal_the_plain_optimizer_loop(name, data):
 
 
 def test_unknown_method_lists_valid_ones():
-    with pytest.raises(ValueError, match="Invalid method: 'lbfgs'.*adam.*radam"):
+    with pytest.raises(ValueError, match="Invalid method: 'lbfgs'.*adam.*radam") as info:
         nadam.minimize(lambda x: 0.0, np.zeros(2), method="lbfgs")
+    assert "scipy" not in str(info.value)
+    with pytest.raises(ValueError, match=r"adam.*radam.*\('L-BFGS-B' is scipy's: call scipy"):
+        nadam.minimize(lambda x: 0.0, np.zeros(2), method="L-BFGS-B")
 
 
 # ---------------------------------------------------------------------------
