@@ -1562,25 +1562,6 @@ def unregister(name: str) -> None:
     del RULES[get_rule(name).name]
 
 
-def get_rule(name: str) -> Rule:
-    """Look up a rule by (case-insensitive) name.
-
-    Raises
-    ------
-    TypeError, ValueError
-        For a name that is not a str, or not a rule's; the message lists the valid ones.
-    """
-    if not isinstance(name, str):
-        fail("method", name, "a str", TypeError)
-    try:
-        return RULES[name.lower()]
-    except KeyError:
-        allowed = "one of " + ", ".join(sorted(RULES))
-        if name.lower() in _SCIPY_METHODS:  # a scipy user's first call, say
-            allowed += f" ({name!r} is scipy's: call scipy.optimize.minimize for it)"
-        fail("method", name, allowed)
-
-
 #: scipy.optimize.minimize's methods, which get_rule points to scipy.
 _SCIPY_METHODS = frozenset(
     (
@@ -1601,3 +1582,22 @@ _SCIPY_METHODS = frozenset(
         "trust-krylov",
     )
 )
+
+
+def get_rule(name: str) -> Rule:
+    """Look up a rule by (case-insensitive) name.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For a name that is not a str, or not a rule's; the message lists the valid ones.
+    """
+    if not isinstance(name, str):
+        fail("method", name, "a str", TypeError)
+    try:
+        return RULES[name.lower()]
+    except KeyError:
+        allowed = "one of " + ", ".join(sorted(RULES))
+        if name.lower() in _SCIPY_METHODS:  # a scipy user's first call, say
+            allowed += f" ({name!r} is scipy's: call scipy.optimize.minimize for it)"
+        fail("method", name, allowed)
