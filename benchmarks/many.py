@@ -3,8 +3,10 @@
 For each model (an exponential decay ``a e^{-k t} + c`` on 40 points; Gpufit's 2-D
 Gaussian, 5 parameters on a 7x7 pixel grid), ``--fits`` noisy problems are solved by
 
-* ``minimize_many``, ``@njit`` objective and vectorised NumPy objective, Adam with a
-  fixed step size and ``--steps`` steps (``gtol=0``: every fit takes every step);
+* ``minimize_many``, Adam with a fixed step size and ``--steps`` steps (``gtol=0``:
+  every fit takes every step), with three objectives: ``@njit`` with ``np.exp``;
+  ``@njit`` with :func:`nadam.vmath.exp` and ``fastmath={"reassoc"}``, a loop LLVM
+  vectorises (numba's pip wheels have no vector ``exp``); vectorised NumPy;
 * ``jax.vmap`` of ``optax.adam`` in a jitted ``lax.fori_loop`` of the same steps
   (float64, the same objective);
 * a Python loop of ``nadam.minimize`` with the same options, ``@njit`` objective and
@@ -37,6 +39,7 @@ from numba import njit
 from scipy.optimize import curve_fit
 
 import nadam
+from nadam import vmath
 
 # -- the models ------------------------------------------------------------------------
 
@@ -45,21 +48,29 @@ GRID = np.arange(7.0)
 GX, GY = (a.ravel() for a in np.meshgrid(GRID, GRID))
 
 
-@njit(cache=True)
-def decay(p, t, y):
-    a, k, c = p[0], p[1], p[2]
-    f = g0 = g1 = g2 = 0.0
-    m = t.shape[0]
-    for i in range(m):
-        e = np.exp(-k * t[i])
-        r = a * e + c - y[i]
-        f += r * r
-        g0 += r * e
-        g1 -= r * a * t[i] * e
-        g2 += r
-    g = np.empty(3)
-    g[0], g[1], g[2] = 2 * g0 / m, 2 * g1 / m, 2 * g2 / m
-    return f / m, g
+def decay_objective(exp, **jit):
+    """The decay's ``@njit`` objective with the exponential ``exp`` (``np.exp``, or
+    ``nadam.vmath.exp`` with ``fastmath={"reassoc"}``: vectorised).  Not cached: numba's
+    cache keys a closure on its variables but not on ``fastmath``, so two objectives
+    that differ only in it would load each other's code."""
+
+    @njit(**jit)
+    def decay(p, t, y):
+        a, k, c = p[0], p[1], p[2]
+        f = g0 = g1 = g2 = 0.0
+        m = t.shape[0]
+        for i in range(m):
+            e = exp(-k * t[i])
+            r = a * e + c - y[i]
+            f += r * r
+            g0 += r * e
+            g1 -= r * a * t[i] * e
+            g2 += r
+        g = np.empty(3)
+        g[0], g[1], g[2] = 2 * g0 / m, 2 * g1 / m, 2 * g2 / m
+        return f / m, g
+
+    return decay
 
 
 def decay_numpy(p, t, y):
@@ -81,25 +92,31 @@ def decay_model(t, a, k, c):
     return a * np.exp(-k * t) + c
 
 
-@njit(cache=True)
-def gauss(p, gx, gy, z):
-    a, x0, y0, s, b = p[0], p[1], p[2], p[3], p[4]
-    f = g0 = g1 = g2 = g3 = g4 = 0.0
-    m = gx.shape[0]
-    inv = 1.0 / (s * s)
-    for i in range(m):
-        dx, dy = gx[i] - x0, gy[i] - y0
-        e = np.exp(-0.5 * (dx * dx + dy * dy) * inv)
-        r = a * e + b - z[i]
-        f += r * r
-        g0 += r * e
-        g1 += r * a * e * dx * inv
-        g2 += r * a * e * dy * inv
-        g3 += r * a * e * (dx * dx + dy * dy) * inv / s
-        g4 += r
-    g = np.empty(5)
-    g[0], g[1], g[2], g[3], g[4] = 2 * g0 / m, 2 * g1 / m, 2 * g2 / m, 2 * g3 / m, 2 * g4 / m
-    return f / m, g
+def gauss_objective(exp, **jit):
+    """The 2-D Gaussian's ``@njit`` objective with the exponential ``exp`` (as
+    :func:`decay_objective`)."""
+
+    @njit(**jit)
+    def gauss(p, gx, gy, z):
+        a, x0, y0, s, b = p[0], p[1], p[2], p[3], p[4]
+        f = g0 = g1 = g2 = g3 = g4 = 0.0
+        m = gx.shape[0]
+        inv = 1.0 / (s * s)
+        for i in range(m):
+            dx, dy = gx[i] - x0, gy[i] - y0
+            e = exp(-0.5 * (dx * dx + dy * dy) * inv)
+            r = a * e + b - z[i]
+            f += r * r
+            g0 += r * e
+            g1 += r * a * e * dx * inv
+            g2 += r * a * e * dy * inv
+            g3 += r * a * e * (dx * dx + dy * dy) * inv / s
+            g4 += r
+        g = np.empty(5)
+        g[0], g[1], g[2], g[3], g[4] = 2 * g0 / m, 2 * g1 / m, 2 * g2 / m, 2 * g3 / m, 2 * g4 / m
+        return f / m, g
+
+    return gauss
 
 
 def gauss_numpy(p, gx, gy, z):
@@ -134,14 +151,19 @@ def gauss_model(xy, a, x0, y0, s, b):
 @dataclass
 class Model:
     name: str
-    njit: Callable
+    objective: Callable  # (exp, **jit) -> the @njit objective
     numpy: Callable
     rows: Callable
     model: Callable
     shared: tuple
     make: Callable[[int, np.random.Generator], tuple]  # -> truth, data, x0
     lr: float
-    jax_loss: Callable | None = field(default=None)
+    njit: Callable = field(init=False)  # with np.exp
+    vectorised: Callable = field(init=False)  # with nadam.vmath.exp, sums reordered
+
+    def __post_init__(self):
+        self.njit = self.objective(np.exp)
+        self.vectorised = self.objective(vmath.exp, fastmath={"reassoc"})
 
 
 def make_decay(n, rng):
@@ -176,7 +198,7 @@ def make_gauss(n, rng):
 MODELS = {
     "decay": Model(
         "exponential decay (3 parameters, 40 points)",
-        decay,
+        decay_objective,
         decay_numpy,
         decay_rows,
         decay_model,
@@ -186,7 +208,7 @@ MODELS = {
     ),
     "gauss": Model(
         "2-D Gaussian (5 parameters, 7x7 pixels)",
-        gauss,
+        gauss_objective,
         gauss_numpy,
         gauss_rows,
         gauss_model,
@@ -269,6 +291,7 @@ def contenders(m: Model, steps: int, loop_fits: int) -> dict[str, tuple[Callable
 
     table = {
         "minimize_many, @njit": (many(m.njit, fixed), False),
+        "minimize_many, vmath.exp": (many(m.vectorised, fixed), False),
         "minimize_many, vectorized": (many(m.rows, {**fixed, "vectorized": True}), False),
         "minimize_many, defaults": (many(m.njit, None), False),
         "loop of minimize, @njit": (loop(m.njit), True),

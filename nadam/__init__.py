@@ -36,6 +36,7 @@ _MODULES = (
     "sampling",
     "schedules",
     "threads",
+    "vmath",
 )
 
 __all__ = sorted([*_LAZY, *_MODULES, *(r.class_name for r in RULES.values())])

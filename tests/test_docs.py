@@ -41,6 +41,7 @@ import nadam
 import nadam.kernels
 import nadam.optimizers
 import nadam.plot
+import nadam.vmath
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("**/*.md"))]
@@ -157,7 +158,7 @@ def test_block_parser(tmp_path):
 
 
 # Doctests of the public modules that test_minimize.py does not already run.
-DOCTEST_MODULES = [nadam.optimizers, nadam.kernels]
+DOCTEST_MODULES = [nadam.optimizers, nadam.kernels, nadam.vmath]
 if HAVE_MPL:
     DOCTEST_MODULES.append(nadam.plot)
 
