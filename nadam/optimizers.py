@@ -806,7 +806,7 @@ def optimizer_class(rule: Rule | str) -> type[Optimizer]:
     made from the rule on first use: its signature, defaults and docstring are the
     rule's."""
     if not isinstance(rule, Rule):
-        rule = get_rule(rule)  # a name, or a TypeError naming what it got
+        rule = get_rule(rule, "rule")  # a name, or a TypeError naming what it got
     cls = _CLASSES.get(rule.name)
     if cls is None or cls.rule is not rule:
         signature = _signature(rule)

@@ -1584,8 +1584,9 @@ _SCIPY_METHODS = frozenset(
 )
 
 
-def get_rule(name: str) -> Rule:
-    """Look up a rule by (case-insensitive) name.
+def get_rule(name: str, label: str = "method") -> Rule:
+    """Look up a rule by (case-insensitive) name; ``label`` is what the caller calls it
+    in its messages.
 
     Raises
     ------
@@ -1593,11 +1594,11 @@ def get_rule(name: str) -> Rule:
         For a name that is not a str, or not a rule's; the message lists the valid ones.
     """
     if not isinstance(name, str):
-        fail("method", name, "a str", TypeError)
+        fail(label, name, "a str", TypeError)
     try:
         return RULES[name.lower()]
     except KeyError:
         allowed = "one of " + ", ".join(sorted(RULES))
         if name.lower() in _SCIPY_METHODS:  # a scipy user's first call, say
             allowed += f" ({name!r} is scipy's: call scipy.optimize.minimize for it)"
-        fail("method", name, allowed)
+        fail(label, name, allowed)

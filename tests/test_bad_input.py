@@ -732,7 +732,13 @@ ROWS: list[tuple[str, Any, type, str]] = [
         "optimizer_class None",
         lambda e: nadam.optimizer_class(None),
         TypeError,
-        r"Invalid method: None \(NoneType\); allowed: a str",
+        r"Invalid rule: None \(NoneType\); allowed: a str",
+    ),
+    (
+        "optimizer_class name",
+        lambda e: nadam.optimizer_class("adamm"),
+        ValueError,
+        r"Invalid rule: 'adamm'; allowed: one of adadelta, adagrad, adam",
     ),
     (
         "kernels.hyperparameters",
