@@ -1,8 +1,8 @@
 """nadam: Numba-accelerated first-order optimisers with a scipy-style ``minimize``.
 
 The public names are imported on first use (``import nadam`` itself loads only
-numba and this package's registry), so a script that needs one optimizer class
-does not pay for scipy.optimize, the loop and the plotting code.
+numba, this package's registry and :mod:`nadam.vmath`), so a script that needs one
+optimizer class does not pay for scipy.optimize, the loop and the plotting code.
 """
 
 from __future__ import annotations
@@ -10,6 +10,9 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+# vmath is not lazy: its exp must be registered with numba before an objective that
+# names nadam.vmath.exp is typed (an import made during the typing is too late for it).
+from . import vmath as vmath
 from .rules import RULES
 
 __version__ = "0.1.0"
@@ -36,10 +39,9 @@ _MODULES = (
     "sampling",
     "schedules",
     "threads",
-    "vmath",
 )
 
-__all__ = sorted([*_LAZY, *_MODULES, *(r.class_name for r in RULES.values())])
+__all__ = sorted([*_LAZY, *_MODULES, "vmath", *(r.class_name for r in RULES.values())])
 
 
 def __getattr__(name: str) -> Any:

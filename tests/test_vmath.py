@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from numba import njit
+from numba import njit, prange
 
 from nadam import vmath
 
@@ -51,6 +51,15 @@ def exp_sum_reassoc(x):
     return s
 
 
+@njit(fastmath={"reassoc"}, error_model="numpy")
+def logistic_sum(x):
+    # A division per element: vectorised only without numba's zero-divisor check.
+    s = 0.0
+    for i in range(x.shape[0]):
+        s += 1.0 / (1.0 + vmath.exp(-x[i]))
+    return s
+
+
 @njit
 def exp_sum(x):
     s = 0.0
@@ -71,12 +80,26 @@ def normal_results(x: np.ndarray) -> np.ndarray:
     [(-708.0, 709.0), (-1.0, 1.0), (-1e-6, 1e-6), (-40.0, 40.0), (-0.35, 0.35)],
     ids=["whole range", "unit", "tiny", "moderate", "reduced range"],
 )
-def test_error_below_one_ulp_and_as_small_as_the_c_librarys(low, high):
+def test_error_below_three_quarters_of_an_ulp(low, high):
     rng = np.random.default_rng(7)
     x = rng.uniform(low, high, 400_000)
     err = ulp_error(x, vmath.exp(x))
-    assert err.max() < 0.75  # measured 0.73 over 16 million points, glibc's 0.72
+    # Measured: 0.73 at most over 16 million points (glibc's exp, which numba's np.exp
+    # calls: 0.502; NumPy 2's own vectorised np.exp: 0.72).  The roundings bound it
+    # near 0.8: these fixed points stay below 0.75.
+    assert err.max() < 0.75
     assert err.mean() < 0.26  # a correctly rounded exp: 0.25
+
+
+@needs_extended
+def test_subnormal_results_within_their_ulp():
+    # p is rounded, then rounded again to the subnormal: 0.83 of the subnormals' ulp
+    # (2^-1074) at most, as documented.
+    x = np.random.default_rng(8).uniform(-745.13, -708.4, 400_000)
+    exact = np.exp(x.astype(np.longdouble))
+    err = np.abs((vmath.exp(x).astype(np.longdouble) - exact) / np.longdouble(5e-324))
+    assert err.max() < 0.85
+    assert vmath.exp(-708.7545000598551) == pytest.approx(np.exp(-708.7545000598551), abs=5e-324)
 
 
 @needs_extended
@@ -124,14 +147,15 @@ def test_the_edges_of_overflow_and_underflow():
     assert (y > 0).sum() == pytest.approx((ref > 0).sum(), abs=2)
 
 
-def test_float32_stays_float32_and_rounds_once():
-    x = np.random.default_rng(5).uniform(-104.0, 89.0, 200_000).astype(np.float32)
+@needs_extended
+def test_float32_stays_float32_and_is_correctly_rounded():
+    x = np.random.default_rng(5).uniform(-104.0, 89.0, 400_000).astype(np.float32)
     y = vmath.exp(x)
     assert y.dtype == np.float32
     with np.errstate(over="ignore"):
-        ref = np.exp(x.astype(np.float64)).astype(np.float32)
+        ref = np.exp(x.astype(np.longdouble)).astype(np.float32)
     # Its float64 value is within 0.73 ulp of float64, so rounding it to float32
-    # gives the float32 rounding of e^x (but in the rarest ties).
+    # gives the float32 rounding of e^x (but in the rarest ties; none among these).
     np.testing.assert_array_equal(y, ref)
     assert isinstance(vmath.exp(np.float32(1.5)), np.float32)
 
@@ -164,6 +188,45 @@ def test_integers_arrays_and_shapes():
     assert in_compiled_code(2) == vmath.exp(2.0)
 
 
+def test_zero_d_big_endian_and_nan_payloads():
+    @njit
+    def in_compiled_code(v):
+        return vmath.exp(v)
+
+    zero_d = in_compiled_code(np.array(1.0))
+    assert zero_d.shape == () and zero_d == math.e
+    big = np.arange(3.0).astype(">f8")  # as FITS files hold them
+    np.testing.assert_array_equal(vmath.exp(big), vmath.exp(np.arange(3.0)))
+    signalling = np.array([0x7FF0000000000001], np.int64).view(np.float64)
+    with np.errstate(invalid="ignore"):
+        quiet = np.exp(signalling)
+    assert vmath.exp(signalling).view(np.int64)[0] == quiet.view(np.int64)[0]
+
+
+def test_threaded_loops_give_the_serial_bits():
+    @njit(parallel=True, fastmath={"reassoc"})
+    def threaded(x, out):
+        for i in prange(x.shape[0]):
+            out[i] = vmath.exp(x[i])
+
+    x = np.random.default_rng(4).uniform(-700.0, 700.0, 100_003)
+    out = np.empty_like(x)
+    threaded(x, out)
+    np.testing.assert_array_equal(out, vmath.exp(x))
+
+
+def test_nadam_vmath_exp_in_an_objective_after_import_nadam_alone():
+    # The spelling of the docs, in a fresh process: the overload must be registered
+    # before numba types the objective (a lazy import during the typing was too late).
+    code = (
+        "import nadam\nfrom numba import njit\n"
+        "@njit\ndef f(x):\n    return nadam.vmath.exp(x)\n"
+        "print(f(1.0) == __import__('math').e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "True", out.stderr[-2000:]
+
+
 @pytest.mark.parametrize("bad", ["1.0", 1j, True, np.float16(1), object(), None])
 def test_other_types_are_refused_naming_x(bad):
     with pytest.raises(TypeError, match="x must be real numbers"):
@@ -176,9 +239,16 @@ def test_loops_of_it_vectorise():
     x = np.linspace(-3.0, 3.0, 64)
     exp_loop(x, np.empty_like(x))
     total = exp_sum_reassoc(x)
-    for fn in (exp_loop, exp_sum_reassoc):
+    logistic_sum(x)
+    for fn in (exp_loop, exp_sum_reassoc, logistic_sum):
         ir = "\n".join(fn.inspect_llvm().values())
         assert "x double>" in ir, fn
+        # No call of the C library's floor (compiled for a CPU without SSE4.1 it
+        # would be one) and the exponential itself in the caller's code (numba's
+        # inlining: LLVM's may leave a call, which stays scalar).
+        assert "floor" not in ir, fn
+        typed = fn.overloads[fn.signatures[0]].type_annotation.typemap.values()
+        assert any("_exp_intrinsic" in str(t) for t in typed), fn
     # (A sum in order is not vectorised: reordering it would change its last bits.)
     assert total == pytest.approx(exp_sum(x), rel=1e-14)
 
@@ -189,8 +259,8 @@ def test_property_within_an_ulp(v):
     y = vmath.exp(x)
     if normal_results(x)[0]:
         if EXTENDED:
-            assert ulp_error(x, y)[0] < 0.75
-        # (Each within 0.73 ulp of e^v: at most 2 apart.)
+            assert ulp_error(x, y)[0] < 0.8  # (see above: any point)
+        # (Each within 0.8 ulp of e^v: at most 2 apart.)
         assert abs(y[0] - math.exp(v)) <= 2 * np.spacing(math.exp(v))
     else:
         assert abs(y[0] - math.exp(v)) <= 5e-324
@@ -202,7 +272,7 @@ def test_cached_in_a_users_module(tmp_path):
     (tmp_path / "model.py").write_text(
         textwrap.dedent(
             """
-            from numba import njit
+            from numba import njit, prange
             from nadam import vmath
 
             @njit(cache=True)
