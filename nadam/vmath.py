@@ -93,7 +93,7 @@ def _emit_exp(builder: ir.IRBuilder, x: ir.Value) -> ir.Value:
 
     xc = clip(clip(x, ">", const(_LOWEST)), "<", const(_HIGHEST))
     # k rounded to an integer by adding 1.5·2^52 (the sum has no fraction bits), and
-    # read from the sum's bits: kd's bits are S's plus k.  (llvm.floor and a conversion
+    # read from the sum's bits: kd's are _SHIFTER's plus k.  (llvm.floor and a conversion
     # to int64 are vector instructions only with SSE4.1 and AVX-512; this needs 64-bit
     # integer adds and shifts, which SSE2 has.)
     kd = add(mul(xc, const(_LOG2E)), const(_SHIFTER))
