@@ -186,6 +186,14 @@ def shared_hyperparameters(
     )
 
 
+# The options of the rules' host helpers (_prodigy_dlr, ...), which only compiled code
+# calls: the steps' error model, and no CPython or C wrapper (numba makes both for
+# every function it compiles, and the first step of a rule waits for them: see
+# nadam.kernels.cpu._INTERNAL).  Called, not inlined at numba's IR level, which
+# repeats numba's front end at each call site (cpu._called).
+_HELPER = dict(cache=True, error_model="numpy", no_cpython_wrapper=True, no_cfunc_wrapper=True)
+
+
 @njit(cache=True)
 def common_coefficients(hp, h):
     """Fill ``h[0:3]`` from the shared hyperparameters (see the module docstring)."""
@@ -1031,7 +1039,7 @@ def prodigy_update(p, g, s, h, i, flags):
     return base + (h[10] * d) / den
 
 
-@njit(inline="always")
+@njit(**_HELPER)
 def _prodigy_dlr(hp, aux):
     # d·lr·(bias correction): the step size of this step, from the old d and k.
     lr, beta1, beta2, k = hp[0], hp[4], hp[5], aux[_K]
@@ -1040,7 +1048,7 @@ def _prodigy_dlr(hp, aux):
     return aux[_D] * lr
 
 
-@njit(inline="always")
+@njit(**_HELPER)
 def _prodigy_beta3(hp):
     return math.sqrt(hp[5]) if hp[6] != hp[6] else hp[6]  # None (NaN): sqrt(beta2)
 
@@ -1077,10 +1085,15 @@ def prodigy_finish(hp, t, aux, sums, h):
     dlr = _prodigy_dlr(hp, aux)
     numerator = aux[_D_NUMERATOR] * _prodigy_beta3(hp) + ((d / d0) * dlr) * dot
     d_hat = hp[11] * numerator / den
-    if d == d0:
-        d = max(d, d_hat)
-    d_max = max(d_max, d_hat)
-    d = min(d_max, d * hp[12])
+    # Python's max(d, d_hat) and min(d_max, d·growth) (the package's), written out:
+    # numba compiles its overloads of max() and min() in every fresh process (~0.02 s
+    # each), and the first step would wait for them.
+    if d == d0 and d_hat > d:
+        d = d_hat
+    if d_hat > d_max:
+        d_max = d_hat
+    grown = d * hp[12]
+    d = grown if grown < d_max else d_max
     aux[_D], aux[_D_MAX], aux[_D_NUMERATOR], aux[_K] = d, d_max, numerator, aux[_K] + 1.0
     h[9] = d * hp[7]
     h[10] = -dlr if hp[4] > 0.0 else -dlr * d
@@ -1340,7 +1353,7 @@ p_t &= p_{t-1} - \frac{\gamma\, r_{t-1}}{1-\beta_1^k}\,
 _SF_K, _SF_WEIGHT_SUM, _SF_LR_MAX = range(3)
 
 
-@njit(inline="always")
+@njit(**_HELPER)
 def _schedule_free_step(hp, aux, warmup, r, power):
     # The package's host scalars: (lr, ckp1) of this step; advances aux.
     k = aux[_SF_K]
@@ -1353,7 +1366,7 @@ def _schedule_free_step(hp, aux, warmup, r, power):
     return lr, ckp1
 
 
-@njit(inline="always")
+@njit(**_HELPER)
 def _lerp_weights(w, h, k):
     # torch's lerp(a, b, w): a + w(b - a) if |w| < 0.5, else b + (w - 1)(b - a), decided
     # on w rounded to the parameters' dtype, w - 1 computed in that dtype.

@@ -112,6 +112,14 @@ SHARED_MODES = ("raw", "decoupled", "full")
 
 _JIT = dict(error_model="numpy", cache=True, nogil=True)
 
+#: For the compiled functions that only compiled code calls (an element function, the
+#: loop over a block, the finiteness check of a block): no CPython or C wrapper.  numba
+#: makes both for every function it compiles and turns them into machine code, ~0.02 s
+#: a function in a fresh process: the first step of a two-pass rule waited ~0.2 s for
+#: wrappers nothing calls.  Called from Python, such a function would crash: they stay
+#: private.
+_INTERNAL = dict(no_cpython_wrapper=True, no_cfunc_wrapper=True)
+
 
 def shared_mode(hp: np.ndarray) -> str:
     """The loop that the packed hyperparameters ``hp`` need: ``"raw"`` (no
@@ -431,12 +439,15 @@ def _checks(lengths: bool) -> dict:
     return {} if lengths else {"check_arrays": _trusted, "check_host": _trusted}
 
 
-def _compile(template, name: str, rule: Rule, parallel: bool = False, **bindings):
+def _compile(
+    template, name: str, rule: Rule, parallel: bool = False, internal: bool = False, **bindings
+):
     # Cache files are named after the variant and the digest of the rule's
     # sources: a cached kernel is never stale.  (A rule defined in a notebook or in
-    # exec-ed code has no file for numba's cache to key on: not cached.)
+    # exec-ed code has no file for numba's cache to key on: not cached.)  ``internal``:
+    # called from compiled code only (_INTERNAL).
     fn = rebind(template, f"{name}_{rule.digest}", **bindings)
-    options = {**_JIT, "cache": rule.cacheable}
+    options = {**_JIT, "cache": rule.cacheable, **(_INTERNAL if internal else {})}
     return numba.njit(parallel=PARALLEL if parallel else False, **options)(fn)
 
 
@@ -459,9 +470,18 @@ def _check_flags(rule: Rule, flags: tuple) -> tuple:
 
 
 @cache
-def _inlined(dispatcher):
-    """A copy of a rule's ``@njit`` host function that numba inlines into its caller."""
-    return numba.njit(inline="always")(dispatcher.py_func)
+def _called(function, rule: Rule):
+    """A copy of a rule's ``@njit`` host function (``coefficients``, ``finish``) for the
+    steps to call: compiled once per process, without wrappers (:data:`_INTERNAL`),
+    with the steps' error model (a division by zero gives inf or NaN, as in the loop).
+
+    Called, not inlined at numba's IR level: numba runs its front end again on an
+    inlined function at each call site and deep-copies its IR there, which cost more
+    than a call: with the rules' helpers called too, the first step of Prodigy
+    executes 12 % fewer instructions with an empty cache (``docs/benchmarks.md``).
+    LLVM may still inline it."""
+    fn = rebind(function.py_func, f"{function.__name__}_{rule.digest}_called")
+    return numba.njit(error_model="numpy", cache=rule.cacheable, **_INTERNAL)(fn)
 
 
 @cache
@@ -472,7 +492,7 @@ def _element(function, shared: str):
         shared, (False, False)
     )
     fn = rebind(function, RAW_GRAD=raw_grad, RAW_PARAM=raw_param)
-    return numba.njit(forceinline=True, error_model="numpy")(fn)
+    return numba.njit(forceinline=True, error_model="numpy", **_INTERNAL)(fn)
 
 
 def _sizes(rule: Rule, flags: tuple | None = None) -> dict:
@@ -494,7 +514,7 @@ def _block(rule: Rule, flags: tuple, shared: str, guarded: bool):
     template = _guarded_block_template if guarded else _block_template
     name = ("guarded_block_" if guarded else "block_") + _variant_name(rule, flags, False, shared)
     bindings = {"_update": _element(rule.update, shared), "_FLAGS": flags}
-    return _compile(template, name, rule, **bindings)
+    return _compile(template, name, rule, internal=True, **bindings)
 
 
 @cache
@@ -555,7 +575,7 @@ def first_pass(
     if parallel:
         _start_threads()
     flags = _check_flags(rule, flags)
-    block = numba.njit(error_model="numpy", nogil=True, fastmath={"reassoc"})(
+    block = numba.njit(error_model="numpy", nogil=True, fastmath={"reassoc"}, **_INTERNAL)(
         rebind(
             _sums_block_template,
             "sums_block_" + _variant_name(rule, flags, False, shared),
@@ -582,6 +602,7 @@ def switch_kernel(rule: Rule, flags: tuple = (), parallel: bool = False):
         _switch_block_template,
         "switch_block_" + _variant_name(rule, flags, False),
         rule,
+        internal=True,
         _switch=_element(rule.switch, "full"),
         _FLAGS=flags,
     )
@@ -603,11 +624,10 @@ def prepare(rule: Rule, flags: tuple, parallel: bool, shared: str, lengths: bool
     and ``finish`` (everything before the loop that writes the parameters)."""
     two_pass = rule.accumulate is not None
     bindings = {
-        # Inlined (numba IR): a step compiles in one piece, not three.
-        "_coefficients": _inlined(rule.coefficients),
+        "_coefficients": _called(rule.coefficients, rule),
         "_TWO_PASS": two_pass,
         "_first": first_pass(rule, flags, parallel, shared, lengths) if two_pass else None,
-        "_finish": _inlined(rule.finish) if two_pass else None,
+        "_finish": _called(rule.finish, rule) if two_pass else None,
         **_sizes(rule, flags),
         **_checks(lengths),
     }
@@ -703,16 +723,17 @@ def split_stepper(
     guarded = loop(rule, flags, parallel, shared, guarded=True)
     name = _variant_name(rule, flags, parallel, shared, lengths)
     sizes = _sizes(rule, flags)
-    bindings = {"_coefficients": rule.coefficients, "_first": first, **sizes, **_checks(lengths)}
+    coefficients = _called(rule.coefficients, rule)
+    bindings = {"_coefficients": coefficients, "_first": first, **sizes, **_checks(lengths)}
     begin = _compile(_begin_template, "begin_" + name, rule, **bindings)
-    bindings = {"_finish": rule.finish, "_guarded_loop": guarded}
+    bindings = {"_finish": _called(rule.finish, rule), "_guarded_loop": guarded}
     end = _compile(_end_template, "end_" + name, rule, **bindings)
     return begin, end
 
 
 # Reassociation only: lets the sum vectorise, and any order of adding zeros
 # and NaNs gives the same verdict.  (No "nnan"/"ninf": they would fold it away.)
-@numba.njit(fastmath={"reassoc"}, **_JIT)
+@numba.njit(fastmath={"reassoc"}, **_JIT, **_INTERNAL)
 def _finite_block(x, start, stop):
     acc = x[start] - x[start]
     for i in range(numba.uint64(start + 1), numba.uint64(stop)):
