@@ -86,10 +86,11 @@ def instructions(what: str, n: int, root: Path) -> float:
     """Billions of instructions that a cold probe of the checkout ``root`` executes
     (callgrind; a threaded step's probe on one thread, see the module docstring)."""
     with tempfile.TemporaryDirectory() as tmp:
-        # One thread everywhere: idle worker threads (numba's, OpenBLAS's) would add
-        # instructions that vary from run to run.
-        threads = {"NUMBA_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-        env = {**os.environ, **threads, "NUMBA_CACHE_DIR": tmp}
+        # One thread everywhere (idle worker threads add instructions that vary from run
+        # to run), and one order of iterating sets: hash randomisation moved the count
+        # of one probe by up to 4 %; with it fixed, two runs differ by a few hundred.
+        fixed = {"NUMBA_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
+        env = {**os.environ, **fixed, "PYTHONHASHSEED": "0", "NUMBA_CACHE_DIR": tmp}
         out = subprocess.run(
             ["valgrind", "--tool=callgrind", f"--callgrind-out-file={tmp}/callgrind.out"]
             + [sys.executable, "-c", _PROBE, what, str(n), "serial"],

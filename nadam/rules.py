@@ -62,7 +62,7 @@ import numpy as np
 from numba import njit
 
 from ._checks import check_bool, check_int, check_real, fail
-from ._specialise import source_digest
+from ._specialise import rebind, source_digest
 
 __all__ = [
     "Hyper",
@@ -186,16 +186,15 @@ def shared_hyperparameters(
     )
 
 
-# The options of the rules' host helpers (_prodigy_dlr, ...), which only compiled code
-# calls: the steps' error model, and no CPython or C wrapper (numba makes both for
-# every function it compiles, and the first step of a rule waits for them: see
+# The options of the rules' host helpers (_common, _prodigy_dlr, ...), which only
+# compiled code calls: the steps' error model, and no CPython or C wrapper (numba makes
+# both for every function it compiles, and the first step of a rule waits for them: see
 # nadam.kernels.cpu._INTERNAL).  Called, not inlined at numba's IR level, which
 # repeats numba's front end at each call site (cpu._called).
 _HELPER = dict(cache=True, error_model="numpy", no_cpython_wrapper=True, no_cfunc_wrapper=True)
 
 
-@njit(cache=True)
-def common_coefficients(hp, h):
+def _fill_common(hp, h):
     """Fill ``h[0:3]`` from the shared hyperparameters (see the module docstring)."""
     h[0] = -1.0 if hp[MAXIMIZE] != 0.0 else 1.0
     if hp[DECOUPLED] != 0.0:
@@ -204,6 +203,12 @@ def common_coefficients(hp, h):
     else:
         h[1] = hp[WEIGHT_DECAY]
         h[2] = 1.0
+
+
+common_coefficients = njit(cache=True)(rebind(_fill_common, "common_coefficients"))
+# The copy the rules' coefficients call (named apart: numba's cache does not tell
+# functions compiled with and without wrappers apart).
+_common = njit(**_HELPER)(rebind(_fill_common, "_common"))
 
 
 # ---------------------------------------------------------------------------
@@ -236,7 +241,7 @@ def sgd_update(p, g, s, h, i, flags):
 
 @njit(cache=True)
 def sgd_coefficients(hp, t, aux, h):
-    common_coefficients(hp, h)
+    _common(hp, h)
     lr, momentum, dampening = hp[0], hp[4], hp[5]
     h[3] = lr
     h[4] = momentum if t > 1 else 0.0
@@ -264,7 +269,7 @@ def rmsprop_update(p, g, s, h, i, flags):
 
 @njit(cache=True)
 def rmsprop_coefficients(hp, t, aux, h):
-    common_coefficients(hp, h)
+    _common(hp, h)
     lr, alpha, eps, momentum = hp[0], hp[4], hp[5], hp[6]
     h[3] = alpha
     h[4] = 1.0 - alpha
@@ -282,7 +287,7 @@ def adagrad_update(p, g, s, h, i, flags):
 
 @njit(cache=True)
 def adagrad_coefficients(hp, t, aux, h):
-    common_coefficients(hp, h)
+    _common(hp, h)
     lr, lr_decay, eps = hp[0], hp[4], hp[6]
     h[3] = lr / (1.0 + (t - 1) * lr_decay)
     h[4] = eps
@@ -303,7 +308,7 @@ def adadelta_update(p, g, s, h, i, flags):
 
 @njit(cache=True)
 def adadelta_coefficients(hp, t, aux, h):
-    common_coefficients(hp, h)
+    _common(hp, h)
     lr, rho, eps = hp[0], hp[4], hp[5]
     h[3] = rho
     h[4] = 1.0 - rho
@@ -326,7 +331,7 @@ def adam_update(p, g, s, h, i, flags):
 
 @njit(cache=True)
 def adam_coefficients(hp, t, aux, h):
-    common_coefficients(hp, h)
+    _common(hp, h)
     lr, beta1, beta2, eps = hp[0], hp[4], hp[5], hp[6]
     h[3] = beta1
     h[4] = 1.0 - beta1
@@ -348,7 +353,7 @@ def adamax_update(p, g, s, h, i, flags):
 
 @njit(cache=True)
 def adamax_coefficients(hp, t, aux, h):
-    common_coefficients(hp, h)
+    _common(hp, h)
     lr, beta1, beta2, eps = hp[0], hp[4], hp[5], hp[6]
     h[3] = beta1
     h[4] = 1.0 - beta1
@@ -370,7 +375,7 @@ def nadam_update(p, g, s, h, i, flags):
 
 @njit(cache=True)
 def nadam_coefficients(hp, t, aux, h):
-    common_coefficients(hp, h)
+    _common(hp, h)
     lr, beta1, beta2, eps, psi = hp[0], hp[4], hp[5], hp[6], hp[7]
     mu = beta1 * (1.0 - 0.5 * 0.96 ** (t * psi))
     mu_next = beta1 * (1.0 - 0.5 * 0.96 ** ((t + 1) * psi))
@@ -401,7 +406,7 @@ def radam_update(p, g, s, h, i, flags):
 
 @njit(cache=True)
 def radam_coefficients(hp, t, aux, h):
-    common_coefficients(hp, h)
+    _common(hp, h)
     lr, beta1, beta2, eps = hp[0], hp[4], hp[5], hp[6]
     bc1 = 1.0 - beta1 ** float(t)
     bc2 = 1.0 - beta2 ** float(t)
@@ -1055,7 +1060,7 @@ def _prodigy_beta3(hp):
 
 @njit(cache=True)
 def prodigy_coefficients(hp, t, aux, h):
-    common_coefficients(hp, h)
+    _common(hp, h)
     beta1, beta2, d0, d = hp[4], hp[5], hp[10], aux[_D]
     dlr = _prodigy_dlr(hp, aux)
     h[2], h[11] = 1.0, 0.0  # the decoupled decay is d-scaled: set by prodigy_finish
@@ -1244,7 +1249,7 @@ def adam_distance_update(p, g, s, h, i, flags):
 
 @njit(cache=True)
 def adam_distance_coefficients(hp, t, aux, h):
-    common_coefficients(hp, h)
+    _common(hp, h)
     lr, beta1, beta2, eps, r_eps = hp[0], hp[4], hp[5], hp[6], hp[8]
     k = aux[_AD_K] + 1.0
     aux[_AD_K] = k
@@ -1400,7 +1405,7 @@ def adamw_schedulefree_update(p, g, s, h, i, flags):
 
 @njit(cache=True)
 def adamw_schedulefree_coefficients(hp, t, aux, h):
-    common_coefficients(hp, h)
+    _common(hp, h)
     beta1, beta2, k = hp[4], hp[5], aux[_SF_K]
     lr, ckp1 = _schedule_free_step(hp, aux, hp[7], hp[8], hp[9])
     h[1], h[2] = 0.0, 1.0  # weight decay is added after normalising (h[7])
@@ -1421,7 +1426,7 @@ def sgd_schedulefree_update(p, g, s, h, i, flags):
 
 @njit(cache=True)
 def sgd_schedulefree_coefficients(hp, t, aux, h):
-    common_coefficients(hp, h)
+    _common(hp, h)
     lr, ckp1 = _schedule_free_step(hp, aux, hp[5], hp[6], hp[7])
     _lerp_weights(ckp1, h, 3)
     h[6] = lr * (hp[4] * (1.0 - ckp1) - 1.0)

@@ -570,22 +570,37 @@ def first_pass(
     """The first pass ``first(p, g, s, h) -> (a, b)`` of a two-pass rule: it updates
     the state and returns the rule's two sums over all elements (after checking the
     arrays' lengths, unless ``lengths`` is False: for arrays the caller made)."""
+    return _first_pass(rule, flags, parallel, shared, lengths, False)
+
+
+@cache
+def _first_pass(
+    rule: Rule, flags: tuple, parallel: bool, shared: str, lengths: bool, internal: bool
+):
+    # The public first pass, or (internal) the one the steps call, named apart: numba's
+    # cache does not tell functions compiled with and without wrappers apart.
     if rule.accumulate is None:
         raise ValueError(f"rule {rule.name!r} has one pass")
     if parallel:
         _start_threads()
     flags = _check_flags(rule, flags)
-    block = numba.njit(error_model="numpy", nogil=True, fastmath={"reassoc"}, **_INTERNAL)(
-        rebind(
-            _sums_block_template,
-            "sums_block_" + _variant_name(rule, flags, False, shared),
-            _accumulate=_element(rule.accumulate, shared),
-            _FLAGS=flags,
-        )
+    kind = "first_called_" if internal else "first_"
+    name = kind + _variant_name(rule, flags, parallel, shared, lengths)
+    bindings = {"_block": _sums_block(rule, flags, shared), "_THREADED": parallel}
+    bindings |= _checks(lengths) | _sizes(rule, flags)
+    return _compile(_first_pass_template, name, rule, parallel, internal, **bindings)
+
+
+@cache
+def _sums_block(rule: Rule, flags: tuple, shared: str):
+    # The block of a first pass (the public one and the steps' share it).
+    fn = rebind(
+        _sums_block_template,
+        "sums_block_" + _variant_name(rule, flags, False, shared),
+        _accumulate=_element(rule.accumulate, shared),
+        _FLAGS=flags,
     )
-    name = "first_" + _variant_name(rule, flags, parallel, shared, lengths)
-    bindings = {"_block": block, "_THREADED": parallel, **_checks(lengths)}
-    return _compile(_first_pass_template, name, rule, parallel, **bindings, **_sizes(rule, flags))
+    return numba.njit(error_model="numpy", nogil=True, fastmath={"reassoc"}, **_INTERNAL)(fn)
 
 
 @cache
@@ -626,7 +641,7 @@ def prepare(rule: Rule, flags: tuple, parallel: bool, shared: str, lengths: bool
     bindings = {
         "_coefficients": _called(rule.coefficients, rule),
         "_TWO_PASS": two_pass,
-        "_first": first_pass(rule, flags, parallel, shared, lengths) if two_pass else None,
+        "_first": _first_pass(rule, flags, parallel, shared, lengths, True) if two_pass else None,
         "_finish": _called(rule.finish, rule) if two_pass else None,
         **_sizes(rule, flags),
         **_checks(lengths),
@@ -719,7 +734,7 @@ def split_stepper(
     h, sums, avg, w) -> int``, so that the sums can be summed over MPI ranks between.
     ``lengths``: as :func:`stepper`."""
     flags = _check_flags(rule, flags)
-    first = first_pass(rule, flags, parallel, shared, lengths)
+    first = _first_pass(rule, flags, parallel, shared, lengths, True)
     guarded = loop(rule, flags, parallel, shared, guarded=True)
     name = _variant_name(rule, flags, parallel, shared, lengths)
     sizes = _sizes(rule, flags)
