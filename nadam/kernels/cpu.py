@@ -113,7 +113,8 @@ SHARED_MODES = ("raw", "decoupled", "full")
 _JIT = dict(error_model="numpy", cache=True, nogil=True)
 
 #: For the compiled functions that only compiled code calls (an element function, the
-#: loop over a block, the finiteness check of a block): no CPython or C wrapper.  numba
+#: loop over a block, the finiteness check of a block, the first pass and the rule's
+#: host functions that the steps call): no CPython or C wrapper.  numba
 #: makes both for every function it compiles and turns them into machine code, ~0.02 s
 #: a function in a fresh process: the first step of a two-pass rule waited ~0.2 s for
 #: wrappers nothing calls.  Called from Python, such a function would crash: they stay
@@ -478,7 +479,7 @@ def _called(function, rule: Rule):
     Called, not inlined at numba's IR level: numba runs its front end again on an
     inlined function at each call site and deep-copies its IR there, which cost more
     than a call: with the rules' helpers called too, the first step of Prodigy
-    executes 12 % fewer instructions with an empty cache (``docs/benchmarks.md``).
+    executes ~12 % fewer instructions with an empty cache (``docs/benchmarks.md``).
     LLVM may still inline it."""
     fn = rebind(function.py_func, f"{function.__name__}_{rule.digest}_called")
     return numba.njit(error_model="numpy", cache=rule.cacheable, **_INTERNAL)(fn)
