@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -126,6 +127,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--against", type=Path, help="another checkout, run alternately")
     ap.add_argument("--instructions", action="store_true", help="count them (callgrind)")
     a = ap.parse_args(argv)
+    unknown = sorted(set(a.rules.split(",")) - set(RULES))
+    if unknown:
+        ap.error(f"--rules: unknown {', '.join(unknown)}; allowed: {', '.join(sorted(RULES))}")
+    if a.instructions and shutil.which("valgrind") is None:
+        ap.error("--instructions runs valgrind's callgrind: install valgrind first")
     n = int(float(a.n))
     roots = {"": HERE.parent} if a.against is None else {"this": HERE.parent, "against": a.against}
     if a.instructions:
